@@ -1,0 +1,43 @@
+# tenantcloud: see README.md. Every target works offline except for the Go module proxy.
+SHELL := /usr/bin/env bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/tenantcloud/tenantcloud/pkg/version.Version=$(VERSION)
+PROGRAMS := ccm csi-controller csi-node autoscaler-provider
+# Integration tests start real apiservers; keep them from running in parallel with each other
+# on a 2-core machine.
+TEST_FLAGS ?= -count=1 -timeout=25m -p=2
+
+.PHONY: all build bin test unit lint vet fmt bench demo clean
+
+all: lint build test
+
+build: ## the four programs into bin/
+	@mkdir -p bin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(PROGRAMS))
+
+bin: ## harness binaries and CRDs into bin/ (cached by version)
+	./hack/bin.sh
+
+test: bin ## every test: unit, harness, simulator and e2e on real apiservers
+	$(GO) test $(TEST_FLAGS) ./...
+
+unit: ## tests that need no harness
+	$(GO) test -count=1 -short ./pkg/... ./cmd/...
+
+lint: fmt vet
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+bench: bin ## scenario benchmarks (bench/ lands with the benchmarks issue)
+	@if [[ -d bench ]]; then $(GO) test -run='^$$' -bench=. -benchmem ./bench/...; else echo "make bench: no bench/ package yet"; fi
+
+demo: bin ## until the sandbox lands: the harness self-test, verbose
+	$(GO) test -count=1 -v ./test/harness/
+
+clean:
+	rm -rf bin/

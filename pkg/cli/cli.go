@@ -1,0 +1,161 @@
+// Package cli is the plumbing the four tenantcloud mains share: flag parsing, --help,
+// --version, loading the tenant config for one component, and exit codes. Keeping it here
+// keeps the mains thin and lets tests drive a whole program through Program.Run.
+package cli
+
+import (
+	"context"
+	"errors"
+	goflag "flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
+
+	"github.com/tenantcloud/tenantcloud/pkg/config"
+	"github.com/tenantcloud/tenantcloud/pkg/version"
+)
+
+// Exit codes. Usage errors get their own code so scripts and init systems can tell a bad
+// command line from a bad config or a runtime failure.
+const (
+	ExitOK    = 0
+	ExitError = 1
+	ExitUsage = 2
+)
+
+// Options are the flags every program has.
+type Options struct {
+	ConfigPath         string
+	MetricsBindAddress string
+}
+
+// Program describes one tenantcloud binary.
+type Program struct {
+	// Component selects the config requirements and is also the program name.
+	Component config.Component
+	// Description is one sentence for --help saying what the program does.
+	Description string
+	// AddFlags registers the program's own flags; may be nil.
+	AddFlags func(fs *pflag.FlagSet)
+	// CheckFlags validates the program's own flags after parsing; may be nil. An error is a
+	// usage error.
+	CheckFlags func() error
+	// Serve runs the program until ctx is cancelled (SIGINT/SIGTERM); nil until the
+	// component is implemented, see notServing.
+	Serve func(ctx context.Context, cfg *config.Config, opts Options) error
+}
+
+// Run parses args, loads and validates the config and serves. It returns the process exit
+// code; nothing it does calls os.Exit, so tests can call it directly.
+func (p Program) Run(args []string, stdout, stderr io.Writer) int {
+	defer klog.Flush()
+	name := string(p.Component)
+
+	var opts Options
+	var help, showVersion, checkConfig bool
+	own := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	own.StringVar(&opts.ConfigPath, "config", "", "path to the tenant config file (required)")
+	own.BoolVar(&checkConfig, "check-config", false, "validate the config for this program, print a summary and exit")
+	own.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", ":8080", `address the metrics endpoint binds to; "0" disables it`)
+	if p.AddFlags != nil {
+		p.AddFlags(own)
+	}
+	own.BoolVar(&showVersion, "version", false, "print the version and exit")
+	own.BoolVarP(&help, "help", "h", false, "print this help and exit")
+
+	// klog only registers on a Go FlagSet. Its flags are kept in their own set so --help can
+	// list them apart from the program's flags.
+	goFlags := goflag.NewFlagSet(name, goflag.ContinueOnError)
+	klog.InitFlags(goFlags)
+	logging := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	logging.AddGoFlagSet(goFlags)
+
+	all := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	all.AddFlagSet(own)
+	all.AddFlagSet(logging)
+	// pflag would print the error and the whole usage on every mistake; we print once, below.
+	all.SetOutput(io.Discard)
+
+	if err := all.Parse(args); err != nil {
+		return usageError(stderr, name, err)
+	}
+	if help {
+		printUsage(stdout, p, own, logging)
+		return ExitOK
+	}
+	if showVersion {
+		fmt.Fprintln(stdout, version.String(name))
+		return ExitOK
+	}
+	if all.NArg() > 0 {
+		return usageError(stderr, name, fmt.Errorf("unexpected arguments: %q", all.Args()))
+	}
+	if opts.ConfigPath == "" {
+		return usageError(stderr, name, errors.New("--config is required"))
+	}
+	if p.CheckFlags != nil {
+		if err := p.CheckFlags(); err != nil {
+			return usageError(stderr, name, err)
+		}
+	}
+
+	cfg, err := loadFor(opts.ConfigPath, p.Component)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if checkConfig {
+		fmt.Fprintf(stdout, "config OK: cluster=%s namespace=%s\n", cfg.ClusterName, cfg.InfraNamespace)
+		return ExitOK
+	}
+	klog.InfoS("Loaded config", "program", name, "version", version.Version,
+		"cluster", cfg.ClusterName, "namespace", cfg.InfraNamespace)
+
+	if p.Serve == nil {
+		return fail(stderr, notServing(name))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := p.Serve(ctx, cfg, opts); err != nil {
+		return fail(stderr, fmt.Errorf("%s: %w", name, err))
+	}
+	return ExitOK
+}
+
+// notServing is the single place that says a component is not built yet; the issues that
+// implement the components give their Program a Serve instead.
+func notServing(program string) error {
+	return fmt.Errorf("%s: serving is not implemented in this build", program)
+}
+
+// loadFor loads path and checks it against what component c in particular needs.
+func loadFor(path string, c config.Component) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err // already names the path
+	}
+	if err := cfg.ValidateFor(c); err != nil {
+		return nil, fmt.Errorf("loading config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func printUsage(w io.Writer, p Program, own, logging *pflag.FlagSet) {
+	name := string(p.Component)
+	fmt.Fprintf(w, "%s - %s\n\nUsage:\n  %s --config PATH [flags]\n\nFlags:\n%s\nLogging flags:\n%s",
+		name, p.Description, name, own.FlagUsages(), logging.FlagUsages())
+}
+
+func usageError(w io.Writer, program string, err error) int {
+	fmt.Fprintf(w, "error: %v\nRun '%s --help' for usage.\n", err, program)
+	return ExitUsage
+}
+
+func fail(w io.Writer, err error) int {
+	fmt.Fprintf(w, "error: %v\n", err)
+	return ExitError
+}

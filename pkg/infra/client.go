@@ -1,0 +1,159 @@
+package infra
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Client reads the tenant's infra objects from a cache restricted to the tenant namespace and
+// the cluster-name label, and writes through the API. Objects of other namespaces or clusters
+// are never even listed, so they cannot leak through a lookup.
+type Client struct {
+	scope  Scope
+	cache  cache.Cache // nil when built over a plain reader (tests)
+	reader client.Reader
+	client client.Client
+}
+
+// New builds a Client for scope against the management apiserver at cfg. Call Start (or run
+// Cache in a manager) before the first lookup.
+func New(cfg *rest.Config, scope Scope) (*Client, error) {
+	if err := scope.Validate(); err != nil {
+		return nil, err
+	}
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building infra HTTP client: %w", err)
+	}
+	c, err := cache.New(cfg, cache.Options{
+		HTTPClient:           httpClient,
+		Scheme:               scheme,
+		DefaultNamespaces:    map[string]cache.Config{scope.Namespace: {}},
+		DefaultLabelSelector: scope.ClusterSelector(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building infra cache for namespace %s: %w", scope.Namespace, err)
+	}
+	cl, err := client.New(cfg, client.Options{
+		HTTPClient: httpClient,
+		Scheme:     scheme,
+		Cache:      &client.CacheOptions{Reader: c},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building infra client: %w", err)
+	}
+	return &Client{scope: scope, cache: c, reader: c, client: cl}, nil
+}
+
+// NewWithReader builds a Client whose lookups go to reader and writes to cl; reader must
+// already be scoped or the lookups' own checks are the only guard. Used by tests and by callers
+// that share a manager's cache.
+func NewWithReader(scope Scope, reader client.Reader, cl client.Client) (*Client, error) {
+	if err := scope.Validate(); err != nil {
+		return nil, err
+	}
+	return &Client{scope: scope, reader: reader, client: cl}, nil
+}
+
+// Scope returns the tenant this client serves.
+func (c *Client) Scope() Scope { return c.scope }
+
+// Cache returns the scoped cache (nil for a reader-backed client), for callers that add
+// informers or run it under a manager.
+func (c *Client) Cache() cache.Cache { return c.cache }
+
+// Client returns the writing client; its reads are served by the scoped cache.
+func (c *Client) Client() client.Client { return c.client }
+
+// Start runs the cache until ctx ends. It blocks, so run it in a goroutine.
+func (c *Client) Start(ctx context.Context) error {
+	if c.cache == nil {
+		return nil
+	}
+	return c.cache.Start(ctx)
+}
+
+// WaitForCacheSync blocks until the informers started so far have synced or ctx ends.
+func (c *Client) WaitForCacheSync(ctx context.Context) bool {
+	if c.cache == nil {
+		return true
+	}
+	return c.cache.WaitForCacheSync(ctx)
+}
+
+var (
+	vmResource  = kubevirtv1.Resource("virtualmachines")
+	vmiResource = kubevirtv1.Resource("virtualmachineinstances")
+)
+
+// VM returns the VirtualMachine name of this cluster. A VM that exists but belongs to another
+// cluster (or none) is reported as NotFound, indistinguishable from a missing one.
+func (c *Client) VM(ctx context.Context, name string) (*kubevirtv1.VirtualMachine, error) {
+	vm := &kubevirtv1.VirtualMachine{}
+	if err := c.getInCluster(ctx, vmResource, name, vm); err != nil {
+		return nil, err
+	}
+	return vm, nil
+}
+
+// VMI returns the VirtualMachineInstance name of this cluster, with the same refusals as VM.
+func (c *Client) VMI(ctx context.Context, name string) (*kubevirtv1.VirtualMachineInstance, error) {
+	vmi := &kubevirtv1.VirtualMachineInstance{}
+	if err := c.getInCluster(ctx, vmiResource, name, vmi); err != nil {
+		return nil, err
+	}
+	return vmi, nil
+}
+
+// VMForNode resolves a tenant Node's providerID to this cluster's VM. The providerID is
+// tenant-controlled: a malformed one or one naming a foreign VM is NotFound.
+func (c *Client) VMForNode(ctx context.Context, providerID string) (*kubevirtv1.VirtualMachine, error) {
+	name, err := VMNameFromProviderID(providerID)
+	if err != nil {
+		return nil, notFound(vmResource, err.Error())
+	}
+	return c.VM(ctx, name)
+}
+
+func (c *Client) getInCluster(ctx context.Context, gr schema.GroupResource, name string, obj client.Object) error {
+	if err := ValidateName(name); err != nil {
+		return notFound(gr, err.Error())
+	}
+	if err := c.reader.Get(ctx, client.ObjectKey{Namespace: c.scope.Namespace, Name: name}, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return apierrors.NewNotFound(gr, name)
+		}
+		return fmt.Errorf("getting %s %s/%s: %w", gr, c.scope.Namespace, name, err)
+	}
+	// The cache is already label-scoped; checking again keeps the invariant independent of
+	// how the reader was built.
+	if !c.scope.InCluster(obj) {
+		return apierrors.NewNotFound(gr, name)
+	}
+	return nil
+}
+
+// notFound is a NotFound status whose message says why, for inputs that cannot name an
+// object of this tenant at all.
+func notFound(gr schema.GroupResource, msg string) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status:  metav1.StatusFailure,
+		Code:    http.StatusNotFound,
+		Reason:  metav1.StatusReasonNotFound,
+		Details: &metav1.StatusDetails{Group: gr.Group, Kind: gr.Resource},
+		Message: fmt.Sprintf("%s: %s", gr, msg),
+	}}
+}
