@@ -210,7 +210,9 @@ func TestInfraObjectsAcceptStatus(t *testing.T) {
 		statusRoundTrip(t, c, dv, func(d *cdiv1.DataVolume) {
 			d.Status.Phase = cdiv1.Succeeded
 			d.Status.Progress = "100.0%"
-		}, func(d *cdiv1.DataVolume) bool { return d.Status.Phase == cdiv1.Succeeded && d.Status.Progress == "100.0%" })
+		}, func(d *cdiv1.DataVolume) bool {
+			return d.Status.Phase == cdiv1.Succeeded && d.Status.Progress == "100.0%"
+		})
 	})
 	t.Run("MachineDeployment", func(t *testing.T) {
 		replicas := int32(2)
