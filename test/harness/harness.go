@@ -46,6 +46,8 @@ type Env struct {
 	// FrontProxyCAFile is the CA that signs the management apiserver's front-proxy client
 	// certificate, for aggregated API servers that must trust proxied requests.
 	FrontProxyCAFile string
+	// KeepDir leaves Dir (logs, kubeconfigs) in place after Stop, for failed runs.
+	KeepDir bool
 
 	scheduler *Process
 }
@@ -217,7 +219,9 @@ func (e *Env) Stop() error {
 	err := errors.Join(errs...)
 	if err == nil {
 		forgetChildren(e.Assets.BinDir)
-		_ = os.RemoveAll(e.Dir)
+		if !e.KeepDir {
+			_ = os.RemoveAll(e.Dir)
+		}
 	}
 	return err
 }

@@ -58,7 +58,7 @@ func TestKubeconfigFilesWork(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: loading %s: %v", c.Name, c.Kubeconfig, err)
 		}
-		if cfg.Host != c.Config.Host {
+		if strings.TrimSuffix(cfg.Host, "/") != strings.TrimSuffix(c.Config.Host, "/") {
 			t.Fatalf("%s: kubeconfig points at %s, want %s", c.Name, cfg.Host, c.Config.Host)
 		}
 		cl, err := client.New(cfg, client.Options{})
@@ -321,6 +321,12 @@ func TestSchedulerBindsAndRefusesPods(t *testing.T) {
 	if err := c.Status().Update(ctx, node); err != nil {
 		t.Fatal(err)
 	}
+	// Admission taints new Nodes not-ready; the node lifecycle controller, which the harness
+	// does not run, lifts the taint once the Node reports Ready.
+	node.Spec.Taints = nil
+	if err := c.Update(ctx, node); err != nil {
+		t.Fatal(err)
+	}
 	pod := func(name, cpu string) *corev1.Pod {
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
@@ -349,6 +355,9 @@ func TestSchedulerBindsAndRefusesPods(t *testing.T) {
 	if fits.Spec.NodeName != "worker-1" || huge.Spec.NodeName != "" {
 		t.Fatalf("fits on %q, huge on %q", fits.Spec.NodeName, huge.Spec.NodeName)
 	}
+	if msg := podScheduledMessage(huge); !strings.Contains(msg, "Insufficient cpu") {
+		t.Fatalf("huge pod refused for the wrong reason: %q", msg)
+	}
 }
 
 func unschedulable(p *corev1.Pod) bool {
@@ -358,6 +367,15 @@ func unschedulable(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+func podScheduledMessage(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			return c.Message
+		}
+	}
+	return ""
 }
 
 func TestMissingAssetsSayWhatToDo(t *testing.T) {

@@ -35,6 +35,10 @@ func Main(m *testing.M, env **Env) int {
 	code := m.Run()
 	signal.Stop(sigs)
 	close(sigs)
+	if code != 0 {
+		e.KeepDir = true
+		fmt.Fprintf(os.Stderr, "harness: tests failed; control-plane logs kept in %s\n", e.Dir)
+	}
 	if err := e.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "harness: %v\n", err)
 		if code == 0 {
