@@ -1,0 +1,39 @@
+// Package simmgr builds the controller-runtime managers the simulator's controllers run in. The
+// simulator plays cluster-wide controllers (virt-controller, CDI, Cluster API), so unlike the
+// product's scoped infra cache it watches every namespace.
+package simmgr
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/tenantcloud/tenantcloud/test/harness"
+)
+
+// New returns a manager for cfg with no metrics or health endpoints, no leader election, and
+// controller names allowed to repeat (several simulators may run in one test binary).
+func New(cfg *rest.Config) (manager.Manager, error) {
+	scheme, err := harness.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	skip := true
+	gracefulShutdown := 10 * time.Second
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:  "0",
+		LeaderElection:          false,
+		GracefulShutdownTimeout: &gracefulShutdown,
+		Controller:              config.Controller{SkipNameValidation: &skip},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building simulator manager for %s: %w", cfg.Host, err)
+	}
+	return mgr, nil
+}
