@@ -41,6 +41,7 @@ go_build() { # go_build PKG LDFLAGS OUT
 
 build_once kube-apiserver "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
 build_once kube-scheduler "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kube-scheduler "$kube_ldflags"
+build_once kube-controller-manager "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags"
 build_once etcd "$ETCD_VERSION" go_build go.etcd.io/etcd/server/v3 "-s -w"
 
 "$root/hack/bin-metallb.sh"

@@ -14,11 +14,11 @@ const EnvBinDir = "TENANTCLOUD_BIN_DIR"
 const modulePath = "github.com/tenantcloud/tenantcloud"
 
 // Binaries the harness needs in the bin directory.
-var requiredBinaries = []string{"kube-apiserver", "etcd", "kube-scheduler"}
+var requiredBinaries = []string{"kube-apiserver", "etcd", "kube-scheduler", "kube-controller-manager"}
 
 // Assets locates the harness's binaries and CRDs.
 type Assets struct {
-	BinDir string // holds kube-apiserver, etcd, kube-scheduler, metallb-controller
+	BinDir string // holds kube-apiserver, etcd, kube-scheduler, kube-controller-manager, metallb-controller
 	CRDDir string // holds the CRD YAML files
 }
 

@@ -49,7 +49,8 @@ type Env struct {
 	// KeepDir leaves Dir (logs, kubeconfigs) in place after Stop, for failed runs.
 	KeepDir bool
 
-	scheduler *Process
+	scheduler   *Process
+	controllers map[string]*Process
 }
 
 // tenantCRDGroups are the API groups whose CRDs a tenant cluster has: the snapshot CRDs the
@@ -208,6 +209,9 @@ func (e *Env) Stop() error {
 	var errs []error
 	if e.scheduler != nil {
 		errs = append(errs, e.scheduler.Stop())
+	}
+	for _, p := range e.controllers {
+		errs = append(errs, p.Stop())
 	}
 	for _, c := range []*Cluster{e.Management, e.Tenant} {
 		if c != nil && c.env != nil {
