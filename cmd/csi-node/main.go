@@ -4,27 +4,45 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
+	"github.com/tenantcloud/tenantcloud/pkg/csi/identity"
+	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
+	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// nodeNameEnv is where the DaemonSet puts spec.nodeName through the downward API.
+const nodeNameEnv = "NODE_NAME"
+
 // options are the flags only this program has.
 type options struct {
 	endpoint          string
 	nodeID            string
+	nodeName          string
 	deviceDir         string
+	kubeletDir        string
 	maxVolumesPerNode int
+	deviceWaitTimeout time.Duration
+	resolveTimeout    time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -35,9 +53,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"the csi-controller hot-plugged into this node's VM",
 		AddFlags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI gRPC endpoint to serve")
-			fs.StringVar(&o.nodeID, "node-id", "", "name of this tenant Node, usually the downward-API spec.nodeName")
-			fs.StringVar(&o.deviceDir, "device-dir", "/dev/disk/by-id", "directory scanned for hot-plugged disks by serial")
-			fs.IntVar(&o.maxVolumesPerNode, "max-volumes-per-node", 16, "volumes this node reports it can attach")
+			fs.StringVar(&o.nodeID, "node-id", "", "CSI node ID, i.e. this node's VM name; empty = read it from the providerID (kubevirt://<vm>) of the tenant Node named by --node-name")
+			fs.StringVar(&o.nodeName, "node-name", "", "name of this tenant Node, usually the downward-API spec.nodeName; empty = $"+nodeNameEnv)
+			fs.StringVar(&o.deviceDir, "device-dir", node.DefaultDeviceDir, "directory scanned for hot-plugged disks by serial")
+			fs.StringVar(&o.kubeletDir, "kubelet-dir", node.DefaultKubeletDir, "kubelet root directory; every staging and target path must be inside it")
+			fs.IntVar(&o.maxVolumesPerNode, "max-volumes-per-node", node.DefaultMaxVolumesPerNode, "volumes this node reports it can attach")
+			fs.DurationVar(&o.deviceWaitTimeout, "device-wait-timeout", node.DefaultDeviceWaitTimeout, "how long to wait for a hot-plugged disk to appear in --device-dir")
+			fs.DurationVar(&o.resolveTimeout, "node-resolve-timeout", 2*time.Minute, "how long to wait for the tenant Node's providerID at startup")
 		},
 		CheckFlags: func() error {
 			switch {
@@ -45,10 +67,103 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return errors.New("--endpoint must not be empty")
 			case o.deviceDir == "":
 				return errors.New("--device-dir must not be empty")
+			case o.kubeletDir == "":
+				return errors.New("--kubelet-dir must not be empty")
 			case o.maxVolumesPerNode < 1:
 				return fmt.Errorf("--max-volumes-per-node must be at least 1, got %d", o.maxVolumesPerNode)
+			case o.deviceWaitTimeout <= 0:
+				return fmt.Errorf("--device-wait-timeout must be positive, got %s", o.deviceWaitTimeout)
 			}
-			return nil
+			_, err := unixSocketPath(o.endpoint)
+			return err
 		},
+		Serve: o.serve,
 	}.Run(args, stdout, stderr)
+}
+
+// serve learns who this node is, then serves Identity and Node on the endpoint until ctx ends.
+func (o *options) serve(ctx context.Context, cfg *config.Config, _ cli.Options) error {
+	id, err := o.identity(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	ns, err := node.New(node.Options{
+		NodeID:            id.NodeID,
+		Topology:          id.Topology,
+		MaxVolumesPerNode: int64(o.maxVolumesPerNode),
+		DeviceDir:         o.deviceDir,
+		KubeletDir:        o.kubeletDir,
+		DeviceWaitTimeout: o.deviceWaitTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	ids := identity.New(identity.Options{
+		Capabilities: pluginCapabilities(len(id.Topology) > 0),
+		Ready:        ns.Ready,
+	})
+	klog.InfoS("Starting CSI node plugin", "nodeID", id.NodeID, "topology", id.Topology,
+		"deviceDir", o.deviceDir, "kubeletDir", o.kubeletDir)
+	return serveCSI(ctx, o.endpoint, func(s grpc.ServiceRegistrar) {
+		csi.RegisterIdentityServer(s, ids)
+		csi.RegisterNodeServer(s, ns)
+	})
+}
+
+// pluginCapabilities is what this binary's Identity service advertises. It is the driver's set
+// (csi-sanity and other tools read plugin capabilities from the node endpoint too, and the
+// plugin is one driver), except that topology constraints are advertised only when this node
+// can report a zone: a driver advertising them must return a topology from NodeGetInfo.
+func pluginCapabilities(hasTopology bool) []*csi.PluginCapability {
+	var caps []*csi.PluginCapability
+	for _, c := range identity.DriverCapabilities() {
+		if !hasTopology && c.GetService().GetType() == csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS {
+			continue
+		}
+		caps = append(caps, c)
+	}
+	return caps
+}
+
+// identity is --node-id if given; otherwise it is read from the tenant Node, through the
+// tenant API only (the config's tenantKubeconfig, or in-cluster credentials).
+func (o *options) identity(ctx context.Context, cfg *config.Config) (node.Identity, error) {
+	if o.nodeID != "" {
+		return node.Identity{NodeID: o.nodeID}, nil
+	}
+	nodeName := o.nodeName
+	if nodeName == "" {
+		nodeName = os.Getenv(nodeNameEnv)
+	}
+	if nodeName == "" {
+		return node.Identity{}, fmt.Errorf("cannot tell which VM this is: set --node-id, or --node-name (or $%s) to read it from the tenant Node's providerID", nodeNameEnv)
+	}
+	restCfg, err := tenantRESTConfig(cfg.TenantKubeconfig)
+	if err != nil {
+		return node.Identity{}, err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return node.Identity{}, fmt.Errorf("tenant API client: %w", err)
+	}
+	id, err := node.ResolveIdentity(ctx, client.CoreV1().Nodes(), nodeName, o.resolveTimeout)
+	if err != nil {
+		return node.Identity{}, fmt.Errorf("resolving the node ID: %w", err)
+	}
+	return id, nil
+}
+
+func tenantRESTConfig(kubeconfig string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tenant API credentials: %w", err)
+	}
+	cfg.UserAgent = version.String("csi-node")
+	return cfg, nil
 }

@@ -55,7 +55,6 @@ func TestBinaries(t *testing.T) {
 			{nil, 2, []string{"error: --config is required"}},
 			{[]string{"--config", bad}, 1, []string{"error: loading config " + bad, "storage.diskBus"}},
 			{[]string{"--config", good, "--check-config"}, 0, []string{"config OK: cluster=c1 namespace=tenant-ns"}},
-			{[]string{"--config", good}, 1, []string{name + ": serving is not implemented in this build"}},
 		}
 		if name == "csi-node" {
 			tests = append(tests, binCase{[]string{"--config", withInfra, "--check-config"}, 1,

@@ -28,6 +28,10 @@ const (
 	BusVirtio = "virtio"
 )
 
+// TopologyZoneKey is the topology segment both sides report and match: the well-known zone
+// label of the tenant Node (csi-node) and of the infra Node running the VM (csi-controller).
+const TopologyZoneKey = "topology.kubernetes.io/zone"
+
 // MaxSerialLen is the longest serial that survives intact: QEMU truncates virtio-blk serials
 // to 20 bytes, so a longer one could never be matched by the node plugin.
 const MaxSerialLen = 20

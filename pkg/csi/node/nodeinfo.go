@@ -1,0 +1,103 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/wait"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/tenantcloud/tenantcloud/pkg/csi"
+	"k8s.io/klog/v2"
+)
+
+// ProviderIDPrefix starts the providerID of every tenant Node backed by a KubeVirt VM
+// ("kubevirt://<vm-name>", set by CAPK's kubelet configuration).
+const ProviderIDPrefix = "kubevirt://"
+
+// TopologyZoneKey is the topology segment NodeGetInfo reports when the tenant Node carries the
+// well-known zone label.
+const TopologyZoneKey = csi.TopologyZoneKey
+
+// Identity is what the node reports about itself in NodeGetInfo.
+type Identity struct {
+	// NodeID is the VM name.
+	NodeID string
+	// Topology is nil when the Node has no zone.
+	Topology map[string]string
+}
+
+// VMNameFromProviderID extracts the VM name from a tenant Node's providerID.
+func VMNameFromProviderID(providerID string) (string, error) {
+	name, ok := strings.CutPrefix(providerID, ProviderIDPrefix)
+	if !ok {
+		return "", fmt.Errorf("providerID %q is not %s<vm-name>", providerID, ProviderIDPrefix)
+	}
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return "", fmt.Errorf("providerID %q does not end in a VM name: %s", providerID, strings.Join(msgs, "; "))
+	}
+	return name, nil
+}
+
+// IdentityFromNode derives the node identity from a tenant Node object.
+func IdentityFromNode(n *corev1.Node) (Identity, error) {
+	vm, err := VMNameFromProviderID(n.Spec.ProviderID)
+	if err != nil {
+		return Identity{}, fmt.Errorf("tenant Node %q: %w", n.Name, err)
+	}
+	id := Identity{NodeID: vm}
+	if zone := n.Labels[TopologyZoneKey]; zone != "" {
+		id.Topology = map[string]string{TopologyZoneKey: zone}
+	}
+	return id, nil
+}
+
+// errNoProviderID marks a Node whose providerID is not set yet; it is worth waiting for.
+var errNoProviderID = errors.New("spec.providerID is not set yet")
+
+// resolvePollInterval is how often ResolveIdentity re-reads the Node; a variable for tests.
+var resolvePollInterval = 2 * time.Second
+
+// ResolveIdentity reads the tenant Node nodeName and derives the identity from its providerID
+// and zone label. A Node that is missing or has no providerID yet is polled until timeout:
+// the DaemonSet pod may start before the kubelet or the cloud controller manager has set it.
+// A providerID of the wrong form fails at once, since waiting cannot fix it.
+func ResolveIdentity(ctx context.Context, nodes corev1client.NodeInterface, nodeName string, timeout time.Duration) (Identity, error) {
+	if nodeName == "" {
+		return Identity{}, errors.New("tenant Node name is empty")
+	}
+	var id Identity
+	var lastErr error
+	err := wait.PollUntilContextTimeout(ctx, resolvePollInterval, timeout, true, func(ctx context.Context) (bool, error) {
+		n, err := nodes.Get(ctx, nodeName, metav1.GetOptions{})
+		if err != nil {
+			lastErr = fmt.Errorf("reading tenant Node %q: %w", nodeName, err)
+			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+				return false, lastErr // RBAC does not fix itself
+			}
+			klog.FromContext(ctx).V(2).Info("Waiting for the tenant Node", "node", nodeName, "err", err)
+			return false, nil
+		}
+		if n.Spec.ProviderID == "" {
+			lastErr = fmt.Errorf("tenant Node %q: %w", nodeName, errNoProviderID)
+			klog.FromContext(ctx).V(2).Info("Waiting for the tenant Node's providerID", "node", nodeName)
+			return false, nil
+		}
+		id, err = IdentityFromNode(n)
+		return err == nil, err
+	})
+	if err == nil {
+		return id, nil
+	}
+	if lastErr != nil && wait.Interrupted(err) {
+		return Identity{}, fmt.Errorf("gave up after %s: %w", timeout, lastErr)
+	}
+	return Identity{}, err
+}
