@@ -1,0 +1,56 @@
+package capi
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// stepClock remembers when the simulator first saw each object in its current step, so a step
+// can last PhaseDelay without sleeping: the reconciler asks how long is left and requeues
+// after that. Object timestamps cannot serve: metav1.Time has one-second resolution and test
+// delays are tens of milliseconds. A simulator restart merely restarts the current step.
+type stepClock struct {
+	mu    sync.Mutex
+	steps map[types.NamespacedName]clockEntry
+	now   func() time.Time
+}
+
+type clockEntry struct {
+	uid   types.UID
+	step  string
+	since time.Time
+}
+
+func newStepClock() *stepClock {
+	return &stepClock{steps: map[types.NamespacedName]clockEntry{}, now: time.Now}
+}
+
+// remaining returns how much of d is left for the object (key, uid) in step, starting the
+// clock if the object just entered step.
+func (c *stepClock) remaining(key types.NamespacedName, uid types.UID, step string, d time.Duration) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	e, ok := c.steps[key]
+	if !ok || e.uid != uid || e.step != step {
+		e = clockEntry{uid: uid, step: step, since: now}
+		c.steps[key] = e
+	}
+	return max(d-now.Sub(e.since), 0)
+}
+
+// uid returns the UID last seen under key, for cleanup after the object is gone.
+func (c *stepClock) uid(key types.NamespacedName) (types.UID, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.steps[key]
+	return e.uid, ok
+}
+
+func (c *stepClock) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.steps, key)
+}
