@@ -76,6 +76,11 @@ func Start(ctx context.Context) (*Env, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
+	policy, err := writeAuditPolicy(dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	opts := envtest.CRDInstallOptions{Paths: []string{assets.CRDDir}, ErrorIfPathMissing: true}
 	if err := envtest.ReadCRDFiles(&opts); err != nil {
 		_ = os.RemoveAll(dir)
@@ -89,8 +94,8 @@ func Start(ctx context.Context) (*Env, error) {
 	}
 
 	e := &Env{Assets: assets, Dir: dir, FrontProxyCAFile: fp.CAFile}
-	e.Management = newCluster("management", assets, dir, fp, opts.CRDs)
-	e.Tenant = newCluster("tenant", assets, dir, fp, tenantCRDs)
+	e.Management = newCluster("management", assets, dir, fp, policy, opts.CRDs)
+	e.Tenant = newCluster("tenant", assets, dir, fp, policy, tenantCRDs)
 
 	start := time.Now()
 	errs := make(chan error, 2)
@@ -111,7 +116,7 @@ func Start(ctx context.Context) (*Env, error) {
 	return e, nil
 }
 
-func newCluster(name string, assets Assets, dir string, fp frontProxy, crds []*apiextensionsv1.CustomResourceDefinition) *Cluster {
+func newCluster(name string, assets Assets, dir string, fp frontProxy, auditPolicy string, crds []*apiextensionsv1.CustomResourceDefinition) *Cluster {
 	env := &envtest.Environment{
 		CRDs:                     crds,
 		BinaryAssetsDirectory:    assets.BinDir,
@@ -130,7 +135,12 @@ func newCluster(name string, assets Assets, dir string, fp frontProxy, crds []*a
 	args.Set("requestheader-extra-headers-prefix", "X-Remote-Extra-")
 	args.Set("proxy-client-cert-file", fp.CertFile)
 	args.Set("proxy-client-key-file", fp.KeyFile)
-	return &Cluster{Name: name, CRDs: crds, env: env, dir: dir}
+	c := &Cluster{Name: name, CRDs: crds, env: env, dir: dir}
+	args.Set("audit-policy-file", auditPolicy)
+	args.Set("audit-log-path", c.AuditLog())
+	args.Set("audit-log-format", "json")
+	args.Set("audit-log-mode", "blocking") // an event is on disk when its request returns
+	return c
 }
 
 func (c *Cluster) start(ctx context.Context) error {

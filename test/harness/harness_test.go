@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
@@ -450,5 +451,42 @@ func TestControllerManagerCascadesAndSlices(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("endpointslice controller made no slice for the Service: %v", err)
+	}
+}
+
+func TestAuditLogCountsRequests(t *testing.T) {
+	ctx := ctxT(t)
+	since := time.Now().Add(-time.Second)
+	cfg := rest.CopyConfig(env.Tenant.Config)
+	cfg.UserAgent = "audit-probe/1"
+	cl, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := cl.List(ctx, &corev1.ConfigMapList{}, client.InNamespace("default")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cl.Get(ctx, client.ObjectKey{Namespace: "default", Name: "absent"}, &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("get absent: %v", err)
+	}
+	events, err := env.Tenant.AuditEvents(since, ByUserAgentPrefix("audit-probe/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := CountByKey(events)
+	resourceCalls := 0
+	for _, e := range events {
+		if e.ObjectRef != nil {
+			resourceCalls++
+		}
+	}
+	// The client's discovery (get /api, /apis) is real traffic and counted too, under its URI.
+	if counts["list configmaps"] != 3 || counts["get configmaps"] != 1 || resourceCalls != 4 {
+		t.Fatalf("audit counts = %s, want list configmaps=3, get configmaps=1 and no other resource calls", FormatCounts(counts))
+	}
+	if other, _ := env.Management.AuditEvents(since, ByUserAgentPrefix("audit-probe/")); len(other) != 0 {
+		t.Fatalf("tenant requests appear in the management audit log: %d", len(other))
 	}
 }
