@@ -33,8 +33,16 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-bench: bin ## scenario benchmarks (bench/ lands with the benchmarks issue)
-	@if [[ -d bench ]]; then $(GO) test -run='^$$' -bench=. -benchmem ./bench/...; else echo "make bench: no bench/ package yet"; fi
+# Scenario benchmarks live beside the code they drive (bench/, test/e2e/, cmd/); each reports its
+# own figures (p50/p99, API calls, RSS) and benchtable turns them into one Markdown table.
+BENCH_PKGS ?= ./bench/... ./test/e2e/... ./cmd/...
+BENCH_FLAGS ?= -run='^$$' -bench=. -benchtime=20x -timeout=30m
+
+bench: bin ## scenario benchmarks → bench/results/latest.md (see bench/README.md)
+	@mkdir -p bench/results
+	$(GO) test $(BENCH_FLAGS) $(BENCH_PKGS) 2>&1 | tee bench/results/raw.txt
+	$(GO) run ./bench/cmd/benchtable < bench/results/raw.txt > bench/results/latest.md
+	@cat bench/results/latest.md
 
 demo: bin ## until the sandbox lands: the harness self-test, verbose
 	$(GO) test -count=1 -v ./test/harness/

@@ -108,7 +108,7 @@ func TestPluginCapabilities(t *testing.T) {
 }
 
 // staleSocket leaves a socket file at path with nobody listening, as a killed plugin does.
-func staleSocket(t *testing.T, path string) {
+func staleSocket(t testing.TB, path string) {
 	t.Helper()
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
@@ -120,7 +120,7 @@ func staleSocket(t *testing.T, path string) {
 	}
 }
 
-func writeConfig(t *testing.T) string {
+func writeConfig(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "config.yaml")
 	const cfg = "clusterName: c1\ninfraNamespace: tenant-ns\nstorage:\n  defaultStorageClass: fast\n"

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantcloud/tenantcloud/bench/stats"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 )
 
@@ -24,22 +25,22 @@ func BenchmarkStagePublish(b *testing.B) {
 			must(b, "NodeStage (mkfs)", v.stage(vol, tccsi.BusSCSI, staging, capability))
 			must(b, "NodeUnstage", v.unstage(vol, staging))
 
-			var stage, publish time.Duration
+			var stage, publish stats.Latencies
 			b.ResetTimer()
 			for b.Loop() {
 				start := time.Now()
 				must(b, "NodeStage", v.stage(vol, tccsi.BusSCSI, staging, capability))
+				stage.Since(start)
 				staged := time.Now()
 				must(b, "NodePublish", v.publish(vol, tccsi.BusSCSI, staging, target, capability, false))
-				stage += staged.Sub(start)
-				publish += time.Since(staged)
+				publish.Since(staged)
 				b.StopTimer()
 				must(b, "NodeUnpublish", v.unpublish(vol, target))
 				must(b, "NodeUnstage", v.unstage(vol, staging))
 				b.StartTimer()
 			}
-			b.ReportMetric(float64(stage.Microseconds())/float64(b.N)/1000, "stage-ms/op")
-			b.ReportMetric(float64(publish.Microseconds())/float64(b.N)/1000, "publish-ms/op")
+			stage.Report(b, "stage")
+			publish.Report(b, "publish")
 		})
 	}
 }

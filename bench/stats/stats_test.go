@@ -1,0 +1,38 @@
+package stats
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestQuantile(t *testing.T) {
+	var l Latencies
+	if l.Quantile(0.5) != 0 {
+		t.Fatal("empty recorder must report 0")
+	}
+	for i := 100; i >= 1; i-- { // out of order on purpose
+		l.Add(time.Duration(i) * time.Millisecond)
+	}
+	for _, tt := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 50 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {1, 100 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := l.Quantile(tt.q); got != tt.want {
+			t.Errorf("Quantile(%v) = %v, want %v", tt.q, got, tt.want)
+		}
+	}
+}
+
+func TestRSSOfSelf(t *testing.T) {
+	rss, err := RSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss < 1<<20 || rss > 64<<30 {
+		t.Fatalf("implausible RSS %d", rss)
+	}
+	if _, err := RSS(-1); err == nil {
+		t.Fatal("RSS of a missing process must fail")
+	}
+}
