@@ -35,7 +35,7 @@ vet:
 
 # Scenario benchmarks live beside the code they drive (bench/, test/e2e/, cmd/); each reports its
 # own figures (p50/p99, API calls, RSS) and benchtable turns them into one Markdown table.
-BENCH_PKGS ?= ./bench/... ./test/e2e/... ./cmd/...
+BENCH_PKGS ?= ./bench/... ./pkg/... ./test/e2e/... ./cmd/...
 BENCH_FLAGS ?= -run='^$$' -bench=. -benchtime=20x -timeout=30m
 
 bench: bin ## scenario benchmarks → bench/results/latest.md (see bench/README.md)

@@ -4,12 +4,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
 
 	"github.com/spf13/pflag"
 
+	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 )
@@ -47,6 +49,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return errors.New("--tls-ca needs --tls-cert and --tls-key")
 			}
 			return nil
+		},
+		Serve: func(ctx context.Context, cfg *config.Config, opts cli.Options) error {
+			return autoscaler.Serve(ctx, cfg, autoscaler.ServeOptions{
+				Listen:             o.listen,
+				TLSCertFile:        o.tlsCert,
+				TLSKeyFile:         o.tlsKey,
+				TLSCAFile:          o.tlsCA,
+				MetricsBindAddress: opts.MetricsBindAddress,
+			})
 		},
 	}.Run(args, stdout, stderr)
 }

@@ -27,35 +27,7 @@ type Client struct {
 // New builds a Client for scope against the management apiserver at cfg. Call Start (or run
 // Cache in a manager) before the first lookup.
 func New(cfg *rest.Config, scope Scope) (*Client, error) {
-	if err := scope.Validate(); err != nil {
-		return nil, err
-	}
-	scheme, err := NewScheme()
-	if err != nil {
-		return nil, err
-	}
-	httpClient, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("building infra HTTP client: %w", err)
-	}
-	c, err := cache.New(cfg, cache.Options{
-		HTTPClient:           httpClient,
-		Scheme:               scheme,
-		DefaultNamespaces:    map[string]cache.Config{scope.Namespace: {}},
-		DefaultLabelSelector: scope.ClusterSelector(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("building infra cache for namespace %s: %w", scope.Namespace, err)
-	}
-	cl, err := client.New(cfg, client.Options{
-		HTTPClient: httpClient,
-		Scheme:     scheme,
-		Cache:      &client.CacheOptions{Reader: c},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("building infra client: %w", err)
-	}
-	return &Client{scope: scope, cache: c, reader: c, client: cl}, nil
+	return NewWithOptions(cfg, scope, Options{})
 }
 
 // NewWithReader builds a Client whose lookups go to reader and writes to cl; reader must

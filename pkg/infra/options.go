@@ -1,0 +1,64 @@
+package infra
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Options adjust the scoped cache that NewWithOptions builds.
+type Options struct {
+	// NamespaceOnly are object types cached from the tenant namespace WITHOUT the cluster-name
+	// label selector, for objects that Cluster API providers create unlabelled (CAPK's
+	// KubevirtMachineTemplates, for instance). Unstructured objects must carry their
+	// GroupVersionKind. Nothing about such an object proves it belongs to this cluster: callers
+	// must establish ownership themselves, e.g. by following a reference from an object that
+	// passed InCluster, and must never list them as if they were the tenant's.
+	NamespaceOnly []client.Object
+}
+
+// NewWithOptions is New with per-type cache adjustments. Every other type keeps New's scoping
+// (tenant namespace and cluster-name label).
+func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error) {
+	if err := scope.Validate(); err != nil {
+		return nil, err
+	}
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building infra HTTP client: %w", err)
+	}
+	byObject := make(map[client.Object]cache.ByObject, len(opts.NamespaceOnly))
+	for _, obj := range opts.NamespaceOnly {
+		// A non-nil selector is what stops the cache from defaulting to DefaultLabelSelector;
+		// the namespace restriction still applies.
+		byObject[obj] = cache.ByObject{
+			Namespaces: map[string]cache.Config{scope.Namespace: {LabelSelector: labels.Everything()}},
+		}
+	}
+	c, err := cache.New(cfg, cache.Options{
+		HTTPClient:           httpClient,
+		Scheme:               scheme,
+		DefaultNamespaces:    map[string]cache.Config{scope.Namespace: {}},
+		DefaultLabelSelector: scope.ClusterSelector(),
+		ByObject:             byObject,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building infra cache for namespace %s: %w", scope.Namespace, err)
+	}
+	cl, err := client.New(cfg, client.Options{
+		HTTPClient: httpClient,
+		Scheme:     scheme,
+		Cache:      &client.CacheOptions{Reader: c},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building infra client: %w", err)
+	}
+	return &Client{scope: scope, cache: c, reader: c, client: cl}, nil
+}
