@@ -45,6 +45,7 @@ build_once kube-controller-manager "$KUBE_VERSION" go_build k8s.io/kubernetes/cm
 build_once etcd "$ETCD_VERSION" go_build go.etcd.io/etcd/server/v3 "-s -w"
 
 "$root/hack/bin-metallb.sh"
+"$root/hack/bin-cluster-autoscaler.sh"
 "$root/hack/bin-crds.sh"
 
 "$bin/kube-apiserver" --version

@@ -1,0 +1,300 @@
+package autoscaler_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
+	"github.com/tenantcloud/tenantcloud/test/sim/capi"
+)
+
+// realCA returns bin/cluster-autoscaler (hack/bin-cluster-autoscaler.sh), or skips.
+func realCA(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	bin := filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "cluster-autoscaler")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("real cluster-autoscaler not built (run hack/bin-cluster-autoscaler.sh): %v", err)
+	}
+	return bin
+}
+
+// runCA starts the real cluster-autoscaler against the tenant with the externalgrpc cloud
+// provider pointing at addr (plaintext), in its own process group, logging to a file whose
+// path it returns. The process group is killed in a cleanup.
+func runCA(t *testing.T, bin, addr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cloudConfig := filepath.Join(dir, "cloud-config.yaml")
+	if err := os.WriteFile(cloudConfig, []byte(fmt.Sprintf("address: %s\ngrpc_timeout: 10s\n", addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "cluster-autoscaler.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, caFlags(cloudConfig)...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		_ = logFile.Close()
+		if t.Failed() {
+			t.Logf("cluster-autoscaler log: %s", logPath)
+			if b, err := os.ReadFile(logPath); err == nil {
+				t.Logf("cluster-autoscaler log tail:\n%s", tail(string(b), 150))
+			}
+		}
+	})
+	return logPath
+}
+
+// caFlags runs cluster-autoscaler outside a cluster with every delay cut to a loop or two.
+func caFlags(cloudConfig string) []string {
+	return []string{
+		"--cloud-provider=externalgrpc",
+		"--cloud-config=" + cloudConfig,
+		"--kubeconfig=" + env.Tenant.Kubeconfig,
+		"--namespace=kube-system",
+		"--leader-elect=false",
+		"--write-status-configmap=false",
+		"--address=127.0.0.1:0",
+		"--scan-interval=1s",
+		"--expander=random",
+		"--max-node-provision-time=2m",
+		"--scale-down-enabled=true",
+		"--scale-down-delay-after-add=1s",
+		"--scale-down-delay-after-delete=0s",
+		"--scale-down-delay-after-failure=1s",
+		"--scale-down-unneeded-time=1s",
+		"--scale-down-unready-time=1s",
+		"--node-delete-delay-after-taint=0s",
+		"--unremovable-node-recheck-timeout=1s",
+		"--skip-nodes-with-local-storage=false",
+		"--skip-nodes-with-system-pods=false",
+		"--v=4",
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// grpcCalls reads the provider's per-method gRPC request counters.
+func grpcCalls(t *testing.T, metricsAddr string) map[string]int {
+	t.Helper()
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	re := regexp.MustCompile(`(?m)^tenantcloud_autoscaler_grpc_requests_total\{code="([^"]+)",method="([^"]+)"\} (\d+)$`)
+	for _, m := range re.FindAllStringSubmatch(string(body), -1) {
+		n, _ := strconv.Atoi(m[3])
+		calls[m[2]+"/"+m[1]] += n
+	}
+	return calls
+}
+
+// TestRealClusterAutoscaler runs the real cluster-autoscaler (externalgrpc) against the
+// autoscaler-provider binary and the simulated Cluster API, with the real kube-scheduler: a
+// pod that fits no node makes it scale the group up, and once the pod is gone it scales the
+// emptied node down through DeleteNodes. From one node, cluster-autoscaler models the new node
+// on the existing one; from zero it has only NodeGroupTemplateNodeInfo, so the template's
+// v1.Node (labels, allocatable) must survive the provider's hand-written codec and
+// cluster-autoscaler's generated protobuf code.
+func TestRealClusterAutoscaler(t *testing.T) {
+	caBin := realCA(t)
+	provider := buildProvider(t, context.Background())
+	for _, from := range []int32{1, 0} {
+		t.Run(fmt.Sprintf("from-%d", from), func(t *testing.T) { realCAScaleUpAndDown(t, caBin, provider, from) })
+	}
+}
+
+// realCAScaleUpAndDown runs the scenario on a group of `from` nodes (min `from`, max 3), each
+// filled by a pod of 1.5 of its 2 CPUs.
+func realCAScaleUpAndDown(t *testing.T, caBin, providerBin string, from int32) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	w := startWorld(t, ctx)
+	if err := w.mgmt.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.ns}}); err != nil {
+		t.Fatal(err)
+	}
+	declareTemplateCapacity(t, ctx, w.ns)
+	for _, obj := range []client.Object{
+		capi.NewCluster(w.ns, simCluster),
+		capi.NewKubevirtMachineTemplate(w.ns, "worker", simCluster, 2, "3Gi"),
+	} {
+		if err := w.mgmt.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	md := capi.NewMachineDeployment(w.ns, "workers", simCluster, "worker", from)
+	md.Annotations = map[string]string{autoscaler.AnnotationMinSize: strconv.Itoa(int(from)), autoscaler.AnnotationMaxSize: "3"}
+	// Synced to the Nodes by Cluster API and selected by the pods: only this group can take
+	// them, and from zero the template must promise the label.
+	md.Spec.Template.Labels[runLabel] = w.ns
+	if err := w.mgmt.Create(ctx, md); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.teardown(md) })
+	mdReplicas := func() int32 {
+		cur := &clusterv1.MachineDeployment{}
+		if err := w.mgmt.Get(ctx, client.ObjectKeyFromObject(md), cur); err != nil || cur.Spec.Replicas == nil {
+			return -1
+		}
+		return *cur.Spec.Replicas
+	}
+	readyNodes := func() []corev1.Node {
+		var nodes corev1.NodeList
+		if err := w.tenant.List(ctx, &nodes, client.MatchingLabels{runLabel: w.ns}); err != nil {
+			return nil
+		}
+		var ready []corev1.Node
+		for _, n := range nodes.Items {
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Spec.ProviderID != "" {
+					ready = append(ready, n)
+				}
+			}
+		}
+		return ready
+	}
+	w.eventually("the group's nodes", func() bool { return len(readyNodes()) == int(from) })
+	if from == 0 {
+		// CA caches the template: ask only once the simulated CAPK published the capacity.
+		w.eventually("KubevirtMachineTemplate status.capacity", func() bool {
+			u := capi.NewKubevirtMachineTemplate(w.ns, "worker", simCluster, 2, "3Gi")
+			if err := w.mgmt.Get(ctx, client.ObjectKeyFromObject(u), u); err != nil {
+				return false
+			}
+			_, ok, _ := unstructured.NestedMap(u.Object, "status", "capacity")
+			return ok
+		})
+	}
+
+	p := runProvider(t, providerBin, w.ns, simCluster)
+	if err := startScheduler(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	newPod := func(name string) *corev1.Pod {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name + "-" + w.ns},
+			Spec: corev1.PodSpec{NodeSelector: map[string]string{runLabel: w.ns}, Containers: []corev1.Container{{Name: "app", Image: "app",
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceCPU: resource.MustParse("1500m"), corev1.ResourceMemory: resource.MustParse("1Gi")}}}}},
+		}
+		if err := w.tenant.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		// No kubelet confirms a graceful deletion: pods go at once.
+		t.Cleanup(func() { _ = w.tenant.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
+		return pod
+	}
+	scheduled := func(pod *corev1.Pod) bool {
+		return w.tenant.Get(ctx, client.ObjectKeyFromObject(pod), pod) == nil && pod.Spec.NodeName != ""
+	}
+	var fillers []*corev1.Pod
+	for i := range from {
+		fillers = append(fillers, newPod(fmt.Sprintf("filler-%d", i)))
+	}
+	w.eventually("the filler pods to be scheduled", func() bool {
+		for _, pod := range fillers {
+			if !scheduled(pod) {
+				return false
+			}
+		}
+		return true
+	})
+	pending := newPod("pending")
+	w.eventually("the pending pod to be Unschedulable", func() bool {
+		if w.tenant.Get(ctx, client.ObjectKeyFromObject(pending), pending) != nil {
+			return false
+		}
+		for _, c := range pending.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+				return true
+			}
+		}
+		return false
+	})
+
+	start := time.Now()
+	caLog := runCA(t, caBin, p.grpcAddr)
+	long := func(what string, cond func() bool) {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 90*time.Second, true,
+			func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+			b, _ := os.ReadFile(caLog)
+			t.Fatalf("waiting for %s: %v; provider calls %v; provider log:\n%s\ncluster-autoscaler log (tail):\n%s",
+				what, err, grpcCalls(t, p.metricsAddr), tail(p.logs.output(), 60), tail(string(b), 200))
+		}
+	}
+
+	long("cluster-autoscaler to scale the group up", func() bool { return mdReplicas() == from+1 })
+	t.Logf("scale-up: MachineDeployment at %d replica(s) %s after cluster-autoscaler started", from+1, time.Since(start).Round(time.Millisecond))
+	long("a new Ready node and the pending pod on it", func() bool { return len(readyNodes()) == int(from)+1 && scheduled(pending) })
+	calls := grpcCalls(t, p.metricsAddr)
+	if calls["NodeGroupIncreaseSize/OK"] == 0 {
+		t.Fatalf("no NodeGroupIncreaseSize call reached the provider: %v", calls)
+	}
+	if from == 0 && calls["NodeGroupTemplateNodeInfo/OK"] == 0 {
+		t.Fatalf("scaled from zero without a NodeGroupTemplateNodeInfo call: %v", calls)
+	}
+
+	if err := w.tenant.Delete(ctx, pending, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	long("cluster-autoscaler to scale the emptied node down", func() bool {
+		return mdReplicas() == from && len(readyNodes()) == int(from)
+	})
+	t.Logf("scale-down: MachineDeployment back at %d replica(s) %s after the pod went", from, time.Since(down).Round(time.Millisecond))
+	calls = grpcCalls(t, p.metricsAddr)
+	if calls["NodeGroupDeleteNodes/OK"] == 0 {
+		t.Fatalf("no NodeGroupDeleteNodes call reached the provider: %v", calls)
+	}
+	for i, n := range readyNodes() {
+		if n.Name != fillers[i].Spec.NodeName {
+			t.Errorf("node %s stayed, the busy one is %s", n.Name, fillers[i].Spec.NodeName)
+		}
+	}
+	t.Logf("provider calls: %v", calls)
+}
