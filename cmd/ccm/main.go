@@ -20,5 +20,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Component: config.CCM,
 		Description: "cloud-controller-manager for a tenant cluster whose nodes are KubeVirt VMs: " +
 			"node addresses and lifecycle, LoadBalancer Services via MetalLB in the management cluster",
+		AddFlags:   flags.add,
+		CheckFlags: flags.check,
+		Serve:      serve,
 	}.Run(args, stdout, stderr)
 }
