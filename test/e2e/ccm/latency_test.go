@@ -102,9 +102,6 @@ func measureStatusLatency(t *testing.T, s *suite, n int, annotations map[string]
 	t.Logf("infra address → tenant status, %d Services: min %s p50 %s p99 %s max %s; all addresses on the tenant %s after the first create",
 		len(lat), lat[0].Round(time.Millisecond), lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond),
 		lat[len(lat)-1].Round(time.Millisecond), created.Sub(since).Round(time.Millisecond))
-	if lat[len(lat)-1] > 5*time.Second {
-		t.Errorf("status took %s to reach the tenant; it is watch-driven and should take milliseconds", lat[len(lat)-1])
-	}
 
 	for _, svc := range svcs {
 		if err := s.tenant.Delete(s.ctx, svc); err != nil {
@@ -167,5 +164,12 @@ func reportAPICalls(t *testing.T, since, created time.Time, n int) {
 		t.Logf("%s API requests by the ccm for %d Services: create phase %d (%.1f/Service): %s; delete phase %d (%.1f/Service): %s",
 			c.cluster.Name, n, len(create), float64(len(create))/float64(n), harness.FormatCounts(harness.CountByKey(create)),
 			len(del), float64(len(del))/float64(n), harness.FormatCounts(harness.CountByKey(del)))
+		// Watch-driven means no polling: after the informers' initial lists (before since), the
+		// ccm must not LIST anything in either cluster. A count, so it cannot flake on a slow box.
+		for _, e := range events {
+			if e.Verb == "list" {
+				t.Errorf("%s: the ccm polled with %s at %s; status and endpoints must come from watches", c.cluster.Name, e.Key(), e.StageTimestamp.Format(time.RFC3339Nano))
+			}
+		}
 	}
 }
