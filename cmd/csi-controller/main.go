@@ -4,14 +4,23 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
+	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
+	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
 func main() {
@@ -21,6 +30,8 @@ func main() {
 // options are the flags only this program has.
 type options struct {
 	endpoint string
+	qps      float32
+	burst    int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -31,12 +42,61 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"volumes as management-cluster DataVolumes and hot-plugs them into the tenant's VMs",
 		AddFlags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI gRPC endpoint to serve")
+			fs.Float32Var(&o.qps, "infra-api-qps", 50, "queries per second to the management apiserver")
+			fs.IntVar(&o.burst, "infra-api-burst", 100, "burst of queries to the management apiserver")
 		},
 		CheckFlags: func() error {
 			if o.endpoint == "" {
 				return errors.New("--endpoint must not be empty")
 			}
-			return nil
+			if o.qps <= 0 || o.burst <= 0 {
+				return fmt.Errorf("--infra-api-qps and --infra-api-burst must be positive, got %v and %d", o.qps, o.burst)
+			}
+			_, err := tccsi.UnixSocketPath(o.endpoint)
+			return err
 		},
+		Serve: o.serve,
 	}.Run(args, stdout, stderr)
+}
+
+// serve starts the controller against the management cluster and serves Identity and
+// Controller on the endpoint until ctx ends.
+func (o *options) serve(ctx context.Context, cfg *config.Config, _ cli.Options) error {
+	restCfg, err := infraRESTConfig(cfg.InfraKubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.QPS, restCfg.Burst = o.qps, o.burst
+	srv, err := controller.New(controller.Options{
+		Scope:   infra.Scope{Namespace: cfg.InfraNamespace, ClusterName: cfg.ClusterName},
+		Storage: cfg.Storage,
+		Infra:   restCfg,
+	})
+	if err != nil {
+		return err
+	}
+	klog.InfoS("Starting CSI controller", "namespace", cfg.InfraNamespace, "cluster", cfg.ClusterName,
+		"defaultStorageClass", cfg.Storage.DefaultStorageClass)
+	if err := srv.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return err
+	}
+	return tccsi.Serve(ctx, o.endpoint, srv.Register)
+}
+
+func infraRESTConfig(kubeconfig string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("infra API credentials: %w", err)
+	}
+	cfg.UserAgent = version.String("csi-controller")
+	return cfg, nil
 }

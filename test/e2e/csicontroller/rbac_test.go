@@ -1,0 +1,266 @@
+package csicontroller_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tenantcloud/tenantcloud/pkg/config"
+	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
+)
+
+// MinimalRules is the namespaced Role the binary runs with: controller.InfraRBACRules, the
+// rules the deploy issue's Role must grant.
+var MinimalRules = controller.InfraRBACRules()
+
+// TestRBACLeastPrivilege builds and runs the real csi-controller binary with credentials of a
+// user bound only to MinimalRules in one namespace, and drives a whole volume lifecycle through
+// its socket. Then it takes the hot-plug right away and checks publishing fails with
+// PERMISSION_DENIED (so the Role is what is actually used).
+func TestRBACLeastPrivilege(t *testing.T) {
+	needSims(t)
+	if testing.Short() {
+		t.Skip("builds the binary; skipped with -short")
+	}
+	const ns, cluster, user = "csi-rbac", "rbac", "tenantcloud:csi-controller:rbac"
+	ctx := testCtx(t)
+	tn := &tenant{t: t, ns: ns, cluster: cluster}
+	if err := createNamespaceAndVM(ctx, ns, cluster, "rbac-w1"); err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "csi-controller"}, Rules: MinimalRules}
+	if err := kube().Create(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "csi-controller"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+	}
+	if err := kube().Create(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	u, err := env.Management.AddUser(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	bin := buildController(t, dir)
+	cfg := config.Config{ClusterName: cluster, InfraNamespace: ns, InfraKubeconfig: u.Kubeconfig, Storage: fixtureStorage()}
+	raw, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	endpoint := "unix://" + filepath.Join(dir, "csi.sock")
+	out := runBinary(t, bin, "--config", cfgPath, "--endpoint", endpoint, "--metrics-bind-address", "0", "-v", "2")
+
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tn.ctrl = nil
+	cc := csi.NewControllerClient(conn)
+	ids := csi.NewIdentityClient(conn)
+	info, err := ids.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}, grpc.WaitForReady(true))
+	if err != nil || info.GetName() != tccsi.DriverName {
+		t.Fatalf("GetPluginInfo = %v, %v\n%s", info, err, out)
+	}
+	probe, err := ids.Probe(ctx, &csi.ProbeRequest{})
+	if err != nil || !probe.GetReady().GetValue() {
+		t.Fatalf("Probe = %v, %v\n%s", probe, err, out)
+	}
+
+	vol, err := cc.CreateVolume(callCtx(t), createReq("pvc-rbac", 16*mib))
+	if err != nil {
+		t.Fatalf("CreateVolume: %v\n%s", err, out)
+	}
+	id := vol.GetVolume().GetVolumeId()
+	if _, err := cc.ControllerPublishVolume(callCtx(t), &csi.ControllerPublishVolumeRequest{VolumeId: id, NodeId: "rbac-w1", VolumeCapability: rwo}); err != nil {
+		t.Fatalf("ControllerPublishVolume: %v\n%s", err, out)
+	}
+	if _, err := cc.ControllerExpandVolume(callCtx(t), &csi.ControllerExpandVolumeRequest{VolumeId: id,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 32 * mib}}); err != nil {
+		t.Fatalf("ControllerExpandVolume: %v\n%s", err, out)
+	}
+	snap, err := cc.CreateSnapshot(callCtx(t), &csi.CreateSnapshotRequest{Name: "snap-rbac", SourceVolumeId: id})
+	if err != nil || !snap.GetSnapshot().GetReadyToUse() {
+		t.Fatalf("CreateSnapshot = %v, %v\n%s", snap, err, out)
+	}
+	restoreReq := createReq("pvc-rbac-restored", 32*mib)
+	restoreReq.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+		Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snap.GetSnapshot().GetSnapshotId()}}}
+	restored, err := cc.CreateVolume(callCtx(t), restoreReq)
+	if err != nil {
+		t.Fatalf("CreateVolume from snapshot: %v\n%s", err, out)
+	}
+	if _, err := cc.ListVolumes(callCtx(t), &csi.ListVolumesRequest{}); err != nil {
+		t.Fatalf("ListVolumes: %v", err)
+	}
+
+	// Without the hot-plug right, publishing is PERMISSION_DENIED (kube-apiserver refuses to
+	// proxy the subresource call) and names the reason.
+	role.Rules = []rbacv1.PolicyRule{}
+	for _, r := range MinimalRules {
+		if r.APIGroups[0] != "subresources.kubevirt.io" {
+			role.Rules = append(role.Rules, r)
+		}
+	}
+	if err := kube().Update(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	waitAllowed(t, ns, user, false)
+	_, err = cc.ControllerPublishVolume(callCtx(t), &csi.ControllerPublishVolumeRequest{
+		VolumeId: restored.GetVolume().GetVolumeId(), NodeId: "rbac-w1", VolumeCapability: rwo})
+	wantCode(t, "publish without the addvolume right", err, codes.PermissionDenied, "addvolume", "forbidden", "infra RBAC")
+	role.Rules = MinimalRules
+	if err := kube().Update(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	waitAllowed(t, ns, user, true)
+
+	if _, err := cc.ControllerUnpublishVolume(callCtx(t), &csi.ControllerUnpublishVolumeRequest{VolumeId: id, NodeId: "rbac-w1"}); err != nil {
+		t.Fatalf("ControllerUnpublishVolume: %v\n%s", err, out)
+	}
+	if _, err := cc.DeleteSnapshot(callCtx(t), &csi.DeleteSnapshotRequest{SnapshotId: snap.GetSnapshot().GetSnapshotId()}); err != nil {
+		t.Fatalf("DeleteSnapshot: %v", err)
+	}
+	for _, v := range []string{id, restored.GetVolume().GetVolumeId()} {
+		if _, err := cc.DeleteVolume(callCtx(t), &csi.DeleteVolumeRequest{VolumeId: v}); err != nil {
+			t.Fatalf("DeleteVolume %s: %v", v, err)
+		}
+	}
+	// The Events the controller emitted made it (events.k8s.io create is in the Role).
+	eventually(t, "Published event recorded", func(ctx context.Context) (bool, error) {
+		var evs eventsv1.EventList
+		if err := kube().List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "Published" && e.Regarding.Name == id {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if s := out.String(); strings.Contains(s, "is forbidden") && !strings.Contains(s, "addvolume") {
+		t.Errorf("the binary hit RBAC refusals beyond the intended one:\n%s", s)
+	}
+}
+
+// waitAllowed waits until RBAC lets user update virtualmachines/addvolume in ns (or not): role
+// changes reach the apiserver's authorizer through its informers, a moment later.
+func waitAllowed(t *testing.T, ns, user string, want bool) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("addvolume allowed=%v for %s", want, user), func(ctx context.Context) (bool, error) {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update",
+				Group: "subresources.kubevirt.io", Resource: "virtualmachines", Subresource: "addvolume", Name: "rbac-w1"},
+		}}
+		if err := kube().Create(ctx, sar); err != nil {
+			return false, err
+		}
+		return sar.Status.Allowed == want, nil
+	})
+}
+
+func createNamespaceAndVM(ctx context.Context, ns, cluster, vm string) error {
+	if err := createNamespace(ctx, ns); err != nil {
+		return err
+	}
+	return createRunningVM(ctx, ns, cluster, vm)
+}
+
+// buildController builds cmd/csi-controller into dir.
+func buildController(t *testing.T, dir string) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("go tool not in PATH: %v", err)
+	}
+	bin := filepath.Join(dir, "csi-controller")
+	cmd := exec.Command(goTool, "build", "-o", bin, "github.com/tenantcloud/tenantcloud/cmd/csi-controller")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runBinary starts bin and stops it with SIGTERM at the end of the test, checking it exits 0.
+func runBinary(t *testing.T, bin string, args ...string) *syncBuffer {
+	t.Helper()
+	out := &syncBuffer{}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		timer := time.NewTimer(30 * time.Second)
+		defer timer.Stop()
+		select {
+		case err := <-exited:
+			var exitErr *exec.ExitError
+			if errors.As(err, &exitErr) || err != nil {
+				t.Errorf("csi-controller exited with %v after SIGTERM; output:\n%s", err, out)
+			}
+		case <-timer.C:
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Errorf("csi-controller did not exit within 30s of SIGTERM; output:\n%s", out)
+		}
+		if t.Failed() {
+			fmt.Fprintf(os.Stderr, "csi-controller output:\n%s\n", out)
+		}
+	})
+	return out
+}
