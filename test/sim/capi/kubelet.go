@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // AnnotationSimVMI marks tenant Nodes the simulated kubelets registered, with the VMI
@@ -40,7 +41,7 @@ const kubeletVersion = "v1.36.2"
 // Unknown (as the node lifecycle controller reports a silent kubelet) when it does not.
 type kubelet struct {
 	reconcilerBase
-	clock *stepClock
+	clock *simmgr.StepClock
 	mu    sync.Mutex
 	// joined: VMIs whose kubelet registered (it registers once per boot);
 	// refused: VMIs whose join was failed by the NodeJoin fault point, for good.
@@ -49,7 +50,7 @@ type kubelet struct {
 }
 
 func newKubelet(b reconcilerBase) *kubelet {
-	return &kubelet{reconcilerBase: b, clock: newStepClock(), joined: map[types.UID]bool{},
+	return &kubelet{reconcilerBase: b, clock: simmgr.NewStepClock(), joined: map[types.UID]bool{},
 		refused: map[types.UID]bool{}, nodes: map[types.NamespacedName]string{}}
 }
 
@@ -74,7 +75,7 @@ func (k *kubelet) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		name, ok := k.nodes[req.NamespacedName]
 		delete(k.nodes, req.NamespacedName)
 		k.mu.Unlock()
-		k.clock.forget(req.NamespacedName)
+		k.clock.Forget(req.NamespacedName)
 		if ok {
 			return ctrl.Result{}, k.markUnknown(ctx, name, req.NamespacedName)
 		}
@@ -93,7 +94,7 @@ func (k *kubelet) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		return ctrl.Result{}, nil
 	}
 	if !joined {
-		if left := k.clock.remaining(req.NamespacedName, vmi.UID, "join", k.opts.PhaseDelay); left > 0 {
+		if left := k.clock.Remaining(req.NamespacedName, vmi.UID, "join", k.opts.PhaseDelay); left > 0 {
 			return ctrl.Result{RequeueAfter: left}, nil
 		}
 		if k.opts.Faults.Stalled(FaultMachineNodeJoin) {
@@ -173,7 +174,7 @@ func (k *kubelet) postStatus(ctx context.Context, vmi *kubevirtv1.VirtualMachine
 		addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
 	}
 	addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: name})
-	err := update(ctx, k.opts.Tenant, k.opts.Tenant, node, true, func(n *corev1.Node) bool {
+	err := simmgr.Update(ctx, k.opts.Tenant, k.opts.Tenant, node, true, func(n *corev1.Node) bool {
 		before := n.Status.DeepCopy()
 		n.Status.Capacity, n.Status.Allocatable = capacity, capacity.DeepCopy()
 		n.Status.Addresses = addrs
@@ -189,7 +190,7 @@ func (k *kubelet) postStatus(ctx context.Context, vmi *kubevirtv1.VirtualMachine
 	if err != nil {
 		return fmt.Errorf("posting status of tenant node %s: %w", name, err)
 	}
-	err = update(ctx, k.opts.Tenant, k.opts.Tenant, node, false, func(n *corev1.Node) bool {
+	err = simmgr.Update(ctx, k.opts.Tenant, k.opts.Tenant, node, false, func(n *corev1.Node) bool {
 		r1 := removeTaint(n, corev1.TaintNodeNotReady)
 		r2 := removeTaint(n, corev1.TaintNodeUnreachable)
 		return r1 || r2
@@ -207,7 +208,7 @@ func (k *kubelet) markUnknown(ctx context.Context, name string, vmi types.Namesp
 	if node.Annotations[AnnotationSimVMI] != vmi.Namespace+"/"+vmi.Name {
 		return nil
 	}
-	err := update(ctx, k.opts.Tenant, k.opts.Tenant, node, true, func(n *corev1.Node) bool {
+	err := simmgr.Update(ctx, k.opts.Tenant, k.opts.Tenant, node, true, func(n *corev1.Node) bool {
 		before := n.Status.DeepCopy()
 		setNodeConditions(n, corev1.ConditionUnknown, "NodeStatusUnknown", "Kubelet stopped posting node status.")
 		return !equality.Semantic.DeepEqual(before, &n.Status)
@@ -215,7 +216,7 @@ func (k *kubelet) markUnknown(ctx context.Context, name string, vmi types.Namesp
 	if client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("marking tenant node %s unknown: %w", name, err)
 	}
-	err = update(ctx, k.opts.Tenant, k.opts.Tenant, node, false, func(n *corev1.Node) bool {
+	err = simmgr.Update(ctx, k.opts.Tenant, k.opts.Tenant, node, false, func(n *corev1.Node) bool {
 		changed := false
 		for _, effect := range []corev1.TaintEffect{corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute} {
 			if !hasTaint(n, corev1.TaintNodeUnreachable, effect) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // kvmFinalizer is CAPK's KubevirtMachine finalizer.
@@ -85,7 +86,7 @@ func (r *kvmReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !controllerutil.ContainsFinalizer(kvm, kvmFinalizer) {
-		err := update(ctx, r.client, r.reader, kvm, false, func(kvm *unstructured.Unstructured) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, kvm, false, func(kvm *unstructured.Unstructured) bool {
 			return controllerutil.AddFinalizer(kvm, kvmFinalizer)
 		})
 		if err != nil {
@@ -183,7 +184,7 @@ func (r *kvmReconciler) createVM(ctx context.Context, kvm *unstructured.Unstruct
 
 func (r *kvmReconciler) setProviderID(ctx context.Context, kvm *unstructured.Unstructured) error {
 	want := infra.ProviderIDPrefix + kvm.GetName()
-	err := update(ctx, r.client, r.reader, kvm, false, func(kvm *unstructured.Unstructured) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, kvm, false, func(kvm *unstructured.Unstructured) bool {
 		if id, _, _ := unstructured.NestedString(kvm.Object, "spec", "providerID"); id != "" {
 			return false // CAPK sets it once
 		}
@@ -206,7 +207,7 @@ type kvmStatus struct {
 
 func (r *kvmReconciler) setStatus(ctx context.Context, kvm *unstructured.Unstructured, st kvmStatus) error {
 	now := metav1.Now().UTC().Format("2006-01-02T15:04:05Z")
-	err := update(ctx, r.client, r.reader, kvm, true, func(kvm *unstructured.Unstructured) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, kvm, true, func(kvm *unstructured.Unstructured) bool {
 		before, _, _ := unstructured.NestedMap(kvm.Object, "status")
 		status := map[string]any{}
 		for k, v := range before {
@@ -283,7 +284,7 @@ func (r *kvmReconciler) updateNodeProviderID(ctx context.Context, kvm *unstructu
 	}
 	want := infra.ProviderIDPrefix + kvm.GetName()
 	if node.Spec.ProviderID != want {
-		err := update(ctx, r.opts.Tenant, r.opts.Tenant, node, false, func(n *corev1.Node) bool {
+		err := simmgr.Update(ctx, r.opts.Tenant, r.opts.Tenant, node, false, func(n *corev1.Node) bool {
 			if n.Spec.ProviderID == want {
 				return false
 			}
@@ -294,7 +295,7 @@ func (r *kvmReconciler) updateNodeProviderID(ctx context.Context, kvm *unstructu
 			return ctrl.Result{}, fmt.Errorf("setting providerID of tenant node %s: %w", node.Name, err)
 		}
 	}
-	err := update(ctx, r.client, r.reader, kvm, true, func(kvm *unstructured.Unstructured) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, kvm, true, func(kvm *unstructured.Unstructured) bool {
 		_ = unstructured.SetNestedField(kvm.Object, true, "status", "nodeupdated")
 		return true
 	})
@@ -310,7 +311,7 @@ func (r *kvmReconciler) reconcileDelete(ctx context.Context, kvm *unstructured.U
 	if err := r.client.Delete(ctx, vm); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting VM %s/%s: %w", vm.Namespace, vm.Name, err)
 	}
-	err := update(ctx, r.client, r.reader, kvm, false, func(kvm *unstructured.Unstructured) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, kvm, false, func(kvm *unstructured.Unstructured) bool {
 		return controllerutil.RemoveFinalizer(kvm, kvmFinalizer)
 	})
 	if client.IgnoreNotFound(err) != nil {

@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // machineReconciler plays Cluster API's Machine controller (and, for Machines whose bootstrap
@@ -26,11 +28,11 @@ import (
 // Provisioning → Provisioned → Running (Deleting on the way out).
 type machineReconciler struct {
 	reconcilerBase
-	clock *stepClock
+	clock *simmgr.StepClock
 }
 
 func (r *machineReconciler) setupWithManager(mgr manager.Manager) error {
-	r.clock = newStepClock()
+	r.clock = simmgr.NewStepClock()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("sim-capi-machine").
 		For(&clusterv1.Machine{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
@@ -52,7 +54,7 @@ func (r *machineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	m := &clusterv1.Machine{}
 	if err := r.client.Get(ctx, req.NamespacedName, m); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.clock.forget(req.NamespacedName)
+			r.clock.Forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -67,7 +69,7 @@ func (r *machineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return r.reconcileDelete(ctx, m)
 	}
 	if !controllerutil.ContainsFinalizer(m, clusterv1.MachineFinalizer) {
-		err := update(ctx, r.client, r.reader, m, false, func(m *clusterv1.Machine) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, m, false, func(m *clusterv1.Machine) bool {
 			return controllerutil.AddFinalizer(m, clusterv1.MachineFinalizer)
 		})
 		if err != nil {
@@ -111,10 +113,10 @@ func (r *machineReconciler) reconcileBootstrap(ctx context.Context, m *clusterv1
 	if m.Spec.Bootstrap.DataSecretName != nil || !m.Spec.Bootstrap.ConfigRef.IsDefined() {
 		return ctrl.Result{}, nil
 	}
-	if left := r.clock.remaining(client.ObjectKeyFromObject(m), m.UID, "bootstrap", r.opts.PhaseDelay); left > 0 {
+	if left := r.clock.Remaining(client.ObjectKeyFromObject(m), m.UID, "bootstrap", r.opts.PhaseDelay); left > 0 {
 		return ctrl.Result{RequeueAfter: left}, nil
 	}
-	err := update(ctx, r.client, r.reader, m, false, func(m *clusterv1.Machine) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, m, false, func(m *clusterv1.Machine) bool {
 		if m.Spec.Bootstrap.DataSecretName != nil {
 			return false
 		}
@@ -139,7 +141,7 @@ func (r *machineReconciler) reconcileInfra(ctx context.Context, m *clusterv1.Mac
 		return machineState{}, fmt.Errorf("reading KubevirtMachine of Machine %s/%s: %w", m.Namespace, m.Name, err)
 	}
 	if !metav1.IsControlledBy(kvm, m) {
-		err := update(ctx, r.client, r.reader, kvm, false, func(kvm *unstructured.Unstructured) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, kvm, false, func(kvm *unstructured.Unstructured) bool {
 			refs := []metav1.OwnerReference{*metav1.NewControllerRef(m, clusterv1.GroupVersion.WithKind("Machine"))}
 			for _, ref := range kvm.GetOwnerReferences() {
 				if ref.Kind != "MachineSet" && ref.Kind != "Machine" {
@@ -156,7 +158,7 @@ func (r *machineReconciler) reconcileInfra(ctx context.Context, m *clusterv1.Mac
 	ready, _, _ := unstructured.NestedBool(kvm.Object, "status", "ready")
 	providerID, _, _ := unstructured.NestedString(kvm.Object, "spec", "providerID")
 	if ready && providerID != "" && m.Spec.ProviderID != providerID {
-		err := update(ctx, r.client, r.reader, m, false, func(m *clusterv1.Machine) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, m, false, func(m *clusterv1.Machine) bool {
 			if m.Spec.ProviderID == providerID {
 				return false
 			}
@@ -174,7 +176,7 @@ func (r *machineReconciler) reconcileInfra(ctx context.Context, m *clusterv1.Mac
 // addresses, failure (under status.deprecated.v1beta1 in the v1beta2 API), nodeRef/nodeInfo,
 // conditions and phase.
 func (r *machineReconciler) setMachineStatus(ctx context.Context, m *clusterv1.Machine, st machineState, paused bool) error {
-	err := update(ctx, r.client, r.reader, m, true, func(m *clusterv1.Machine) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, m, true, func(m *clusterv1.Machine) bool {
 		before := m.Status.DeepCopy()
 		if !paused {
 			applyInfraStatus(m, st.infra)

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // Reasons of the Deleting condition (Cluster API's).
@@ -35,7 +36,7 @@ func (r *machineReconciler) reconcileDelete(ctx context.Context, m *clusterv1.Ma
 		return ctrl.Result{}, err
 	}
 	if reason == "" {
-		err := update(ctx, r.client, r.reader, m, false, func(m *clusterv1.Machine) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, m, false, func(m *clusterv1.Machine) bool {
 			return controllerutil.RemoveFinalizer(m, clusterv1.MachineFinalizer)
 		})
 		if client.IgnoreNotFound(err) != nil {
@@ -43,7 +44,7 @@ func (r *machineReconciler) reconcileDelete(ctx context.Context, m *clusterv1.Ma
 		}
 		return ctrl.Result{}, nil
 	}
-	err = update(ctx, r.client, r.reader, m, true, func(m *clusterv1.Machine) bool {
+	err = simmgr.Update(ctx, r.client, r.reader, m, true, func(m *clusterv1.Machine) bool {
 		before := m.Status.DeepCopy()
 		setCond(m, clusterv1.MachineDeletingCondition, true, reason, "")
 		setCond(m, clusterv1.MachineReadyCondition, false, "Deleting", "")
@@ -121,7 +122,7 @@ func (r *machineReconciler) tearDown(ctx context.Context, m *clusterv1.Machine) 
 }
 
 func (r *machineReconciler) cordon(ctx context.Context, node *corev1.Node) error {
-	err := update(ctx, r.opts.Tenant, r.opts.Tenant, node, false, func(n *corev1.Node) bool {
+	err := simmgr.Update(ctx, r.opts.Tenant, r.opts.Tenant, node, false, func(n *corev1.Node) bool {
 		if n.Spec.Unschedulable {
 			return false
 		}

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // nodeByProviderID finds the tenant Node whose spec.providerID equals providerID byte for byte,
@@ -56,7 +58,7 @@ func (r *machineReconciler) reconcileNode(ctx context.Context, m *clusterv1.Mach
 	sort.Strings(keys)
 	wantAnn[clusterv1.LabelsFromMachineAnnotation] = strings.Join(keys, ",")
 
-	err = update(ctx, r.opts.Tenant, r.opts.Tenant, node, false, func(n *corev1.Node) bool {
+	err = simmgr.Update(ctx, r.opts.Tenant, r.opts.Tenant, node, false, func(n *corev1.Node) bool {
 		changed := false
 		if n.Annotations == nil {
 			n.Annotations = map[string]string{}

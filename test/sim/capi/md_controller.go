@@ -22,6 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // mdReconciler plays Cluster API's MachineDeployment controller for the single-MachineSet
@@ -75,7 +77,7 @@ func (r *mdReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 		return ctrl.Result{}, r.client.Update(ctx, md)
 	}
 	if !controllerutil.ContainsFinalizer(md, clusterv1.MachineDeploymentFinalizer) {
-		err := update(ctx, r.client, r.reader, md, false, func(md *clusterv1.MachineDeployment) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, md, false, func(md *clusterv1.MachineDeployment) bool {
 			return controllerutil.AddFinalizer(md, clusterv1.MachineDeploymentFinalizer)
 		})
 		if err != nil {
@@ -230,7 +232,7 @@ func templateHash(t *clusterv1.MachineTemplateSpec) (uint32, error) {
 // syncMachineSet carries replicas (the scale path, also when spec.paused: that only pauses
 // rollouts), deletion order and, unless rollouts are paused, the template.
 func (r *mdReconciler) syncMachineSet(ctx context.Context, md *clusterv1.MachineDeployment, ms *clusterv1.MachineSet) error {
-	err := update(ctx, r.client, r.reader, ms, false, func(ms *clusterv1.MachineSet) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, ms, false, func(ms *clusterv1.MachineSet) bool {
 		before := ms.DeepCopy()
 		ms.Spec.Replicas = ptrTo(*md.Spec.Replicas)
 		ms.Spec.Deletion.Order = md.Spec.Deletion.Order
@@ -253,7 +255,7 @@ func (r *mdReconciler) syncMachineSet(ctx context.Context, md *clusterv1.Machine
 // setMDStatus aggregates the MachineSets' counters and publishes the selector the /scale
 // subresource reads.
 func (r *mdReconciler) setMDStatus(ctx context.Context, md *clusterv1.MachineDeployment, sets []*clusterv1.MachineSet, paused bool) error {
-	err := update(ctx, r.client, r.reader, md, true, func(md *clusterv1.MachineDeployment) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, md, true, func(md *clusterv1.MachineDeployment) bool {
 		before := md.Status.DeepCopy()
 		meta.SetStatusCondition(&md.Status.Conditions, pausedCondition(paused, md.Generation))
 		if paused {
@@ -309,7 +311,7 @@ func (r *mdReconciler) reconcileDelete(ctx context.Context, md *clusterv1.Machin
 	if len(sets) > 0 {
 		return ctrl.Result{}, nil // the MachineSets' deletion events bring us back
 	}
-	err = update(ctx, r.client, r.reader, md, false, func(md *clusterv1.MachineDeployment) bool {
+	err = simmgr.Update(ctx, r.client, r.reader, md, false, func(md *clusterv1.MachineDeployment) bool {
 		return controllerutil.RemoveFinalizer(md, clusterv1.MachineDeploymentFinalizer)
 	})
 	if client.IgnoreNotFound(err) != nil {

@@ -22,6 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // msReconciler plays Cluster API's MachineSet controller: it creates Machines (with their
@@ -74,7 +76,7 @@ func (r *msReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 		return ctrl.Result{}, r.reconcileDelete(ctx, ms, machines)
 	}
 	if !controllerutil.ContainsFinalizer(ms, clusterv1.MachineSetFinalizer) {
-		err := update(ctx, r.client, r.reader, ms, false, func(ms *clusterv1.MachineSet) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, ms, false, func(ms *clusterv1.MachineSet) bool {
 			return controllerutil.AddFinalizer(ms, clusterv1.MachineSetFinalizer)
 		})
 		if err != nil {
@@ -233,7 +235,7 @@ func (r *msReconciler) cloneInfra(ctx context.Context, ms *clusterv1.MachineSet,
 }
 
 func (r *msReconciler) setMSStatus(ctx context.Context, ms *clusterv1.MachineSet, machines []*clusterv1.Machine, paused bool) error {
-	err := update(ctx, r.client, r.reader, ms, true, func(ms *clusterv1.MachineSet) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, ms, true, func(ms *clusterv1.MachineSet) bool {
 		before := ms.Status.DeepCopy()
 		meta.SetStatusCondition(&ms.Status.Conditions, pausedCondition(paused, ms.Generation))
 		if paused {
@@ -281,7 +283,7 @@ func (r *msReconciler) reconcileDelete(ctx context.Context, ms *clusterv1.Machin
 	if len(machines) > 0 {
 		return nil // Machine deletion events bring us back
 	}
-	err := update(ctx, r.client, r.reader, ms, false, func(ms *clusterv1.MachineSet) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, ms, false, func(ms *clusterv1.MachineSet) bool {
 		return controllerutil.RemoveFinalizer(ms, clusterv1.MachineSetFinalizer)
 	})
 	if client.IgnoreNotFound(err) != nil {

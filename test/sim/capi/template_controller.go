@@ -14,6 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // templateCRD is the name of CAPK's KubevirtMachineTemplate CRD.
@@ -64,7 +66,7 @@ func (r *templateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	for name, q := range templateCapacity(&spec.Template.Spec) {
 		capacity[string(name)] = q.String()
 	}
-	err = update(ctx, r.client, r.reader, t, subresource, func(t *unstructured.Unstructured) bool {
+	err = simmgr.Update(ctx, r.client, r.reader, t, subresource, func(t *unstructured.Unstructured) bool {
 		current, _, _ := unstructured.NestedMap(t.Object, "status", "capacity")
 		if equality.Semantic.DeepEqual(current, capacity) {
 			return false

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // Fault points the simulator consults (see package fault). Stalling a VMI point holds the VMI
@@ -111,7 +112,7 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) error {
 	if err := vm.setupWithManager(mgr); err != nil {
 		return fmt.Errorf("kubevirt sim: registering VM controller: %w", err)
 	}
-	vmi := &vmiReconciler{client: c, reader: reader, opts: opts, alloc: alloc, place: place, clock: newPhaseClock()}
+	vmi := &vmiReconciler{client: c, reader: reader, opts: opts, alloc: alloc, place: place, clock: simmgr.NewStepClock()}
 	if err := vmi.setupWithManager(mgr); err != nil {
 		return fmt.Errorf("kubevirt sim: registering VMI controller: %w", err)
 	}

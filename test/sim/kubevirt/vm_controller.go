@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // vmReconciler plays virt-controller's VirtualMachine controller: it turns a VM's run
@@ -58,7 +59,7 @@ func (r *vmReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 	} else {
 		if !controllerutil.ContainsFinalizer(vm, kubevirtv1.VirtualMachineControllerFinalizer) {
 			// The finalizer makes VM deletion wait until the VMI is gone, as in KubeVirt.
-			err := update(ctx, r.client, r.reader, vm, false, func(vm *kubevirtv1.VirtualMachine) bool {
+			err := simmgr.Update(ctx, r.client, r.reader, vm, false, func(vm *kubevirtv1.VirtualMachine) bool {
 				return controllerutil.AddFinalizer(vm, kubevirtv1.VirtualMachineControllerFinalizer)
 			})
 			if err != nil {
@@ -75,7 +76,7 @@ func (r *vmReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 	}
 	// KubeVirt drops its finalizer from a final VMI once the VM status recorded it.
 	if vmi != nil && vmi.IsFinal() && controllerutil.ContainsFinalizer(vmi, kubevirtv1.VirtualMachineControllerFinalizer) {
-		err := update(ctx, r.client, r.reader, vmi, false, func(vmi *kubevirtv1.VirtualMachineInstance) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, vmi, false, func(vmi *kubevirtv1.VirtualMachineInstance) bool {
 			return controllerutil.RemoveFinalizer(vmi, kubevirtv1.VirtualMachineControllerFinalizer)
 		})
 		if client.IgnoreNotFound(err) != nil {
@@ -110,7 +111,7 @@ func (r *vmReconciler) reconcileDelete(ctx context.Context, vm *kubevirtv1.Virtu
 	if vmi != nil {
 		return vmOutcome{syncErr: r.stopVMI(ctx, vmi)}, nil
 	}
-	err := update(ctx, r.client, r.reader, vm, false, func(vm *kubevirtv1.VirtualMachine) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, vm, false, func(vm *kubevirtv1.VirtualMachine) bool {
 		return controllerutil.RemoveFinalizer(vm, kubevirtv1.VirtualMachineControllerFinalizer)
 	})
 	if client.IgnoreNotFound(err) != nil {
@@ -214,7 +215,7 @@ func (r *vmReconciler) stopVMI(ctx context.Context, vmi *kubevirtv1.VirtualMachi
 
 func (r *vmReconciler) updateStatus(ctx context.Context, vm *kubevirtv1.VirtualMachine, vmi *kubevirtv1.VirtualMachineInstance, out vmOutcome) error {
 	now := time.Now()
-	return update(ctx, r.client, r.reader, vm, true, func(vm *kubevirtv1.VirtualMachine) bool {
+	return simmgr.Update(ctx, r.client, r.reader, vm, true, func(vm *kubevirtv1.VirtualMachine) bool {
 		before := vm.Status.DeepCopy()
 		computeVMStatus(vm, vmi, out, now, r.opts.StartFailureBackoff)
 		return !equality.Semantic.DeepEqual(before, &vm.Status)

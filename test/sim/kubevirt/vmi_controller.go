@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // vmiReconciler plays virt-controller's VMI controller, the scheduler and kubelet for the
@@ -30,7 +31,7 @@ type vmiReconciler struct {
 	opts   Options
 	alloc  *allocator
 	place  *placement
-	clock  *phaseClock
+	clock  *simmgr.StepClock
 }
 
 func (r *vmiReconciler) setupWithManager(mgr manager.Manager) error {
@@ -100,7 +101,7 @@ func (r *vmiReconciler) launcher(ctx context.Context, vmi *kubevirtv1.VirtualMac
 
 // wait reports how long the VMI must still stay in step before moving on.
 func (r *vmiReconciler) wait(vmi *kubevirtv1.VirtualMachineInstance, step string) (ctrl.Result, bool) {
-	left := r.clock.remaining(client.ObjectKeyFromObject(vmi), vmi.UID, step, r.opts.PhaseDelay)
+	left := r.clock.Remaining(client.ObjectKeyFromObject(vmi), vmi.UID, step, r.opts.PhaseDelay)
 	return ctrl.Result{RequeueAfter: left}, left > 0
 }
 
@@ -156,7 +157,7 @@ func removeVMICondition(vmi *kubevirtv1.VirtualMachineInstance, t kubevirtv1.Vir
 // before the object goes) and phase Pending.
 func (r *vmiReconciler) admit(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance) error {
 	now := metav1.Now()
-	err := update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
 		if v.Status.Phase != kubevirtv1.VmPhaseUnset || v.DeletionTimestamp != nil {
 			return false
 		}
@@ -180,7 +181,7 @@ func (r *vmiReconciler) createLauncher(ctx context.Context, vmi *kubevirtv1.Virt
 		}
 	}
 	now := metav1.Now()
-	err := update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
 		if v.Status.Phase != kubevirtv1.Pending {
 			return false
 		}
@@ -232,7 +233,7 @@ func (r *vmiReconciler) startLauncher(ctx context.Context, vmi *kubevirtv1.Virtu
 		return ctrl.Result{}, err
 	}
 	now := metav1.Now()
-	err = update(ctx, r.client, r.reader, pod, true, func(p *corev1.Pod) bool {
+	err = simmgr.Update(ctx, r.client, r.reader, pod, true, func(p *corev1.Pod) bool {
 		if p.Status.Phase == corev1.PodRunning {
 			return false
 		}
@@ -243,7 +244,7 @@ func (r *vmiReconciler) startLauncher(ctx context.Context, vmi *kubevirtv1.Virtu
 		return ctrl.Result{}, fmt.Errorf("starting launcher pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	node := pod.Spec.NodeName
-	err = update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
+	err = simmgr.Update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
 		if v.Status.Phase != kubevirtv1.Scheduling {
 			return false
 		}
@@ -271,7 +272,7 @@ func (r *vmiReconciler) bind(ctx context.Context, vmi *kubevirtv1.VirtualMachine
 	node, why := r.place.choose(key, func(load map[string]int) (string, string) { return pickNode(vmi, nodes.Items, load) })
 	now := metav1.Now()
 	if node == "" {
-		err := update(ctx, r.client, r.reader, pod, true, func(p *corev1.Pod) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, pod, true, func(p *corev1.Pod) bool {
 			if c := podCondition(p, corev1.PodScheduled); c != nil && c.Message == why {
 				return false
 			}
@@ -281,7 +282,7 @@ func (r *vmiReconciler) bind(ctx context.Context, vmi *kubevirtv1.VirtualMachine
 		if err != nil {
 			return false, fmt.Errorf("reporting launcher pod %s/%s unschedulable: %w", pod.Namespace, pod.Name, err)
 		}
-		err = update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
+		err = simmgr.Update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
 			before := len(v.Status.Conditions)
 			setVMICondition(v, kubevirtv1.VirtualMachineInstanceCondition{
 				Type: kubevirtv1.VirtualMachineInstanceConditionType(corev1.PodScheduled), Status: corev1.ConditionFalse,
@@ -341,7 +342,7 @@ func (r *vmiReconciler) boot(ctx context.Context, vmi *kubevirtv1.VirtualMachine
 		}
 	}
 	now := metav1.Now()
-	err = update(ctx, r.client, r.reader, pod, true, func(p *corev1.Pod) bool {
+	err = simmgr.Update(ctx, r.client, r.reader, pod, true, func(p *corev1.Pod) bool {
 		if c := podCondition(p, corev1.PodReady); c != nil && c.Status == corev1.ConditionTrue {
 			return false
 		}
@@ -351,7 +352,7 @@ func (r *vmiReconciler) boot(ctx context.Context, vmi *kubevirtv1.VirtualMachine
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("marking launcher pod %s/%s ready: %w", pod.Namespace, pod.Name, err)
 	}
-	err = update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
+	err = simmgr.Update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
 		if v.Status.Phase != kubevirtv1.Scheduled {
 			return false
 		}

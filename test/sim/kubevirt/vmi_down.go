@@ -12,6 +12,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
 // stepStopping is the clock step of a graceful guest shutdown.
@@ -49,7 +51,7 @@ func (r *vmiReconciler) reconcileDown(ctx context.Context, vmi *kubevirtv1.Virtu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	err = update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
+	err = simmgr.Update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
 		changed := controllerutil.RemoveFinalizer(v, kubevirtv1.VirtualMachineInstanceFinalizer)
 		changed = controllerutil.RemoveFinalizer(v, kubevirtv1.DeprecatedVirtualMachineInstanceFinalizer) || changed
 		// The VM controller removes its own finalizer; without a VM nobody would.
@@ -97,7 +99,7 @@ func (r *vmiReconciler) fail(ctx context.Context, vmi *kubevirtv1.VirtualMachine
 // finish moves the VMI to a final phase and reports the launcher exited accordingly.
 func (r *vmiReconciler) finish(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance, pod *corev1.Pod, phase kubevirtv1.VirtualMachineInstancePhase, reason, msg string) error {
 	now := metav1.Now()
-	err := update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
+	err := simmgr.Update(ctx, r.client, r.reader, vmi, false, func(v *kubevirtv1.VirtualMachineInstance) bool {
 		if v.IsFinal() {
 			return false
 		}
@@ -128,7 +130,7 @@ func (r *vmiReconciler) finishPod(ctx context.Context, pod *corev1.Pod, succeede
 	}
 	if !podFinal(pod) {
 		now := metav1.Now()
-		err := update(ctx, r.client, r.reader, pod, true, func(p *corev1.Pod) bool {
+		err := simmgr.Update(ctx, r.client, r.reader, pod, true, func(p *corev1.Pod) bool {
 			if podFinal(p) {
 				return false
 			}
@@ -166,10 +168,10 @@ func (r *vmiReconciler) ownerVMGone(ctx context.Context, vmi *kubevirtv1.Virtual
 // cleanupGone forgets a VMI that no longer exists and deletes launcher pods it left behind.
 // Without a garbage collector in the test control plane nothing else would.
 func (r *vmiReconciler) cleanupGone(ctx context.Context, key types.NamespacedName) error {
-	if uid, ok := r.clock.uid(key); ok {
+	if uid, ok := r.clock.UID(key); ok {
 		r.alloc.Release(string(uid))
 	}
-	r.clock.forget(key)
+	r.clock.Forget(key)
 	r.place.forget(key)
 	var pods corev1.PodList
 	if err := r.reader.List(ctx, &pods, client.InNamespace(key.Namespace),

@@ -1,4 +1,4 @@
-package kubevirt
+package simmgr
 
 import (
 	"context"
@@ -7,12 +7,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// update applies mutate to obj and writes the object (or, with status, its status subresource)
+// Update applies mutate to obj and writes the object (or, with status, its status subresource)
 // when mutate reports a change. On a conflict it re-reads obj from reader, uncached, and
 // applies mutate again, so mutate must compute its change from the object it is given.
-// Other writers (virt-api, the hotplug simulator) update the same objects; optimistic
-// concurrency keeps us from overwriting their fields.
-func update[T client.Object](ctx context.Context, c client.Client, reader client.Reader, obj T, status bool, mutate func(T) bool) error {
+// Several simulated controllers (and virt-api) update the same objects; optimistic
+// concurrency keeps each from overwriting the others' fields.
+func Update[T client.Object](ctx context.Context, c client.Client, reader client.Reader, obj T, status bool, mutate func(T) bool) error {
 	first := true
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if !first {
