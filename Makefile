@@ -8,7 +8,7 @@ PROGRAMS := ccm csi-controller csi-node autoscaler-provider
 # on a 2-core machine.
 TEST_FLAGS ?= -count=1 -timeout=25m -p=2
 
-.PHONY: all build bin test unit lint vet fmt bench demo clean
+.PHONY: all build bin test unit lint vet fmt bench sandbox demo clean
 
 all: lint build test
 
@@ -44,8 +44,12 @@ bench: bin ## scenario benchmarks → bench/results/latest.md (see bench/README.
 	$(GO) run ./bench/cmd/benchtable < bench/results/raw.txt > bench/results/latest.md
 	@cat bench/results/latest.md
 
-demo: bin ## until the sandbox lands: the harness self-test, verbose
-	$(GO) test -count=1 -v ./test/harness/
+SANDBOX_FLAGS ?=
+
+sandbox: bin build ## everything on one machine with the user stories (needs root; see cmd/sandbox)
+	$(GO) run ./cmd/sandbox $(SANDBOX_FLAGS)
+
+demo: sandbox ## alias
 
 clean:
 	rm -rf bin/
