@@ -93,7 +93,7 @@ func (s *Server) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 
 // ListVolumes lists the tenant's volumes with the VMs they are published to, paginated.
 func (s *Server) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	vols, err := s.listVolumes(ctx)
+	selected, next, err := s.volumePage(ctx, req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
 		return nil, err
 	}
@@ -101,24 +101,11 @@ func (s *Server) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	if err != nil {
 		return nil, err
 	}
-	byID := map[string]*volume{}
-	ids := make([]string, 0, len(vols))
-	for _, v := range vols {
-		byID[v.id] = v
-		ids = append(ids, v.id)
-	}
-	selected, next, err := page(ids, req.GetStartingToken(), req.GetMaxEntries(), IsVolumeID)
-	if errors.Is(err, errInvalidToken) {
-		return nil, status.Errorf(codes.Aborted, "starting_token %q: %v", req.GetStartingToken(), err)
-	}
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
 	rsp := &csi.ListVolumesResponse{NextToken: next}
-	for _, id := range selected {
+	for _, v := range selected {
 		rsp.Entries = append(rsp.Entries, &csi.ListVolumesResponse_Entry{
-			Volume: byID[id].csi(),
-			Status: &csi.ListVolumesResponse_VolumeStatus{PublishedNodeIds: att[id]},
+			Volume: v.csi(),
+			Status: &csi.ListVolumesResponse_VolumeStatus{PublishedNodeIds: att[v.id]},
 		})
 	}
 	return rsp, nil
@@ -197,26 +184,13 @@ func (s *Server) ControllerGetVolumeHealth(ctx context.Context, req *csi.Control
 
 // ControllerListVolumeHealth reports every volume's health, paginated like ListVolumes.
 func (s *Server) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	vols, err := s.listVolumes(ctx)
+	selected, next, err := s.volumePage(ctx, req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
 		return nil, err
 	}
-	byID := map[string]*volume{}
-	ids := make([]string, 0, len(vols))
-	for _, v := range vols {
-		byID[v.id] = v
-		ids = append(ids, v.id)
-	}
-	selected, next, err := page(ids, req.GetStartingToken(), req.GetMaxEntries(), IsVolumeID)
-	if errors.Is(err, errInvalidToken) {
-		return nil, status.Errorf(codes.Aborted, "starting_token %q: %v", req.GetStartingToken(), err)
-	}
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
 	rsp := &csi.ControllerListVolumeHealthResponse{NextToken: next}
-	for _, id := range selected {
-		h, err := s.health(ctx, byID[id])
+	for _, v := range selected {
+		h, err := s.health(ctx, v)
 		if err != nil {
 			return nil, err
 		}
@@ -245,4 +219,32 @@ func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 		return nil, status.Error(codes.Unimplemented, "GetCapacity: no capacity quota is configured (storage.maxTotalCapacity)")
 	}
 	return &csi.GetCapacityResponse{AvailableCapacity: avail, MaximumVolumeSize: wrapperspb.Int64(avail)}, nil
+}
+
+// volumePage lists this tenant's volumes and returns the page starting at token, with the CSI
+// error codes both list RPCs owe: Aborted for a token that no longer matches, InvalidArgument
+// for a bad max_entries.
+func (s *Server) volumePage(ctx context.Context, token string, maxEntries int32) ([]*volume, string, error) {
+	vols, err := s.listVolumes(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	byID := make(map[string]*volume, len(vols))
+	ids := make([]string, 0, len(vols))
+	for _, v := range vols {
+		byID[v.id] = v
+		ids = append(ids, v.id)
+	}
+	selected, next, err := page(ids, token, maxEntries, IsVolumeID)
+	if errors.Is(err, errInvalidToken) {
+		return nil, "", status.Errorf(codes.Aborted, "starting_token %q: %v", token, err)
+	}
+	if err != nil {
+		return nil, "", status.Error(codes.InvalidArgument, err.Error())
+	}
+	out := make([]*volume, len(selected))
+	for i, id := range selected {
+		out[i] = byID[id]
+	}
+	return out, next, nil
 }
