@@ -190,8 +190,11 @@ func (s *Server) newVolumeSnapshot(id, name, class string, src *volume) *unstruc
 }
 
 func (s *Server) waitSnapshotCached(ctx context.Context, id string) error {
+	// Ask the informer cache, which getSnapshot reads next: the client's reads of unstructured
+	// objects (VolumeSnapshot has no Go type here) bypass the cache and go to the apiserver, so
+	// a hit there says nothing about what the cache has seen yet.
 	err := s.notify.wait(ctx, kindSnapshot, id, func() (bool, error) {
-		err := s.reader().Get(ctx, client.ObjectKey{Namespace: s.scope.Namespace, Name: id}, infra.NewVolumeSnapshot())
+		_, err := s.infra.OwnedVolumeSnapshot(ctx, id, Component)
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
