@@ -9,14 +9,11 @@ import (
 
 	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
@@ -24,60 +21,16 @@ import (
 
 var kmtStatusOnce sync.Once
 
-// withTemplateStatus gives this package's management apiserver a KubevirtMachineTemplate CRD
-// with status.capacity. CAPK's main branch declares it (with a status subresource) for scale
-// from zero, but the CRD of CAPK v0.1.10 that the harness installs has no status at all, so
-// the apiserver would prune it. The change is confined to this test binary's harness.
+// withTemplateStatus gives this package's management apiserver the KubevirtMachineTemplate
+// status.capacity that CAPK declares after v0.1.10 (see harness.AddKubevirtMachineTemplateCapacity).
+// The change is confined to this test binary's harness.
 func withTemplateStatus(t *testing.T) {
 	t.Helper()
 	kmtStatusOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		c := env.Management.Client
-		crd := &apiextensionsv1.CustomResourceDefinition{}
-		if err := c.Get(ctx, client.ObjectKey{Name: "kubevirtmachinetemplates.infrastructure.cluster.x-k8s.io"}, crd); err != nil {
+		if err := env.Management.AddKubevirtMachineTemplateCapacity(ctx); err != nil {
 			t.Fatal(err)
-		}
-		intOrString := apiextensionsv1.JSONSchemaProps{
-			XIntOrString: true,
-			AnyOf:        []apiextensionsv1.JSONSchemaProps{{Type: "integer"}, {Type: "string"}},
-		}
-		for i := range crd.Spec.Versions {
-			v := &crd.Spec.Versions[i]
-			v.Schema.OpenAPIV3Schema.Properties["status"] = apiextensionsv1.JSONSchemaProps{
-				Type: "object",
-				Properties: map[string]apiextensionsv1.JSONSchemaProps{"capacity": {
-					Type:                 "object",
-					AdditionalProperties: &apiextensionsv1.JSONSchemaPropsOrBool{Allows: true, Schema: &intOrString},
-				}},
-			}
-			v.Subresources = &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}}
-		}
-		if err := c.Update(ctx, crd); err != nil {
-			t.Fatal(err)
-		}
-		// The apiserver switches to the new schema asynchronously: probe until a status sticks.
-		probe := kmt("default", "status-probe", vmSpec(nil, nil))
-		if err := c.Create(ctx, probe); err != nil {
-			t.Fatal(err)
-		}
-		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			cur := kmt("default", "status-probe", nil)
-			if err := c.Get(ctx, client.ObjectKeyFromObject(cur), cur); err != nil {
-				return false, err
-			}
-			_ = unstructured.SetNestedStringMap(cur.Object, map[string]string{"cpu": "1"}, "status", "capacity")
-			if err := c.Status().Update(ctx, cur); err != nil {
-				return false, nil
-			}
-			if err := c.Get(ctx, client.ObjectKeyFromObject(cur), cur); err != nil {
-				return false, err
-			}
-			_, found, _ := unstructured.NestedMap(cur.Object, "status", "capacity")
-			return found, nil
-		})
-		if err != nil {
-			t.Fatalf("KubevirtMachineTemplate status never persisted: %v", err)
 		}
 	})
 }

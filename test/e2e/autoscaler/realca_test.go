@@ -156,7 +156,7 @@ func realCAScaleUpAndDown(t *testing.T, caBin, providerBin string, from int32) {
 	if err := w.mgmt.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.ns}}); err != nil {
 		t.Fatal(err)
 	}
-	declareTemplateCapacity(t, ctx, w.ns)
+	declareTemplateCapacity(t, ctx)
 	for _, obj := range []client.Object{
 		capi.NewCluster(w.ns, simCluster),
 		capi.NewKubevirtMachineTemplate(w.ns, "worker", simCluster, 2, "3Gi"),

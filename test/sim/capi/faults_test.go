@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -188,27 +187,9 @@ func TestMachineDeletionWaitsForVolumeDetach(t *testing.T) {
 // CAPK v0.1.10 CRD has no status at all, and the apiserver would prune the field.
 func TestTemplateCapacity(t *testing.T) {
 	s := startSim(t, Options{})
-	crd := &apiextensionsv1.CustomResourceDefinition{}
-	s.eventually("CRD upgraded with status.capacity", func() (bool, error) {
-		if err := s.c.Get(s.ctx, client.ObjectKey{Name: templateCRD}, crd); err != nil {
-			return false, err
-		}
-		for i := range crd.Spec.Versions {
-			v := &crd.Spec.Versions[i]
-			v.Subresources = &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}}
-			v.Schema.OpenAPIV3Schema.Properties["status"] = apiextensionsv1.JSONSchemaProps{
-				Type: "object",
-				Properties: map[string]apiextensionsv1.JSONSchemaProps{"capacity": {
-					Type: "object",
-					AdditionalProperties: &apiextensionsv1.JSONSchemaPropsOrBool{Allows: true, Schema: &apiextensionsv1.JSONSchemaProps{
-						XIntOrString: true,
-						AnyOf:        []apiextensionsv1.JSONSchemaProps{{Type: "integer"}, {Type: "string"}},
-					}},
-				}},
-			}
-		}
-		return true, s.c.Update(s.ctx, crd)
-	})
+	if err := env.Management.AddKubevirtMachineTemplateCapacity(s.ctx); err != nil {
+		t.Fatal(err)
+	}
 	s.eventually("template status.capacity", func() (bool, error) {
 		tmpl := &unstructured.Unstructured{}
 		tmpl.SetAPIVersion(KubevirtMachineTemplateAPIVersion)
