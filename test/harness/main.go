@@ -14,7 +14,15 @@ import (
 //
 //	var env *harness.Env
 //	func TestMain(m *testing.M) { os.Exit(harness.Main(m, &env)) }
-func Main(m *testing.M, env **Env) int {
+func Main(m *testing.M, env **Env) int { return MainWith(m, env, nil) }
+
+// Setup starts what a test binary runs on top of the harness (simulators, say). The stop it
+// returns (nil for nothing) runs after the tests, and on SIGINT/SIGTERM, before the control
+// planes stop, so loop devices and processes are released while the apiservers still answer.
+type Setup func(e *Env) (stop func() error, err error)
+
+// MainWith is Main with setup run after the harness starts and before the tests.
+func MainWith(m *testing.M, env **Env, setup Setup) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	e, err := Start(ctx)
@@ -23,11 +31,24 @@ func Main(m *testing.M, env **Env) int {
 		return 1
 	}
 	*env = e
+	stop := func() error { return nil }
+	if setup != nil {
+		s, err := setup(e)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "harness setup: %v\n", err)
+			_ = e.Stop()
+			return 1
+		}
+		if s != nil {
+			stop = s
+		}
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		if _, ok := <-sigs; ok {
+			_ = stop()
 			_ = e.Stop()
 			os.Exit(130)
 		}
@@ -35,6 +56,10 @@ func Main(m *testing.M, env **Env) int {
 	code := m.Run()
 	signal.Stop(sigs)
 	close(sigs)
+	if err := stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "harness setup: stopping: %v\n", err)
+		code = 1
+	}
 	if code != 0 {
 		e.KeepDir = true
 		fmt.Fprintf(os.Stderr, "harness: tests failed; control-plane logs kept in %s\n", e.Dir)

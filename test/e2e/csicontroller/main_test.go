@@ -6,11 +6,8 @@ package csicontroller_test
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,61 +40,12 @@ const mib = int64(1) << 20
 
 // TestMain is harness.Main plus the simulators, which must stop (and release their loop
 // devices) before the control planes go away.
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	e, err := harness.Start(ctx)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "harness: %v\n", err)
-		return 1
-	}
-	env = e
-	diskRoot, err := os.MkdirTemp("", "csicontroller-e2e-disks-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = e.Stop()
-		return 1
-	}
-	defer os.RemoveAll(diskRoot)
+func TestMain(m *testing.M) {
+	var setup harness.Setup
 	if skipReason = fixture.Supported(); skipReason == "" {
-		sims, err = fixture.Start(env, fixture.Options{PhaseDelay: phaseDelay, DiskRoot: diskRoot})
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "simulators: %v\n", err)
-			_ = e.Stop()
-			return 1
-		}
+		setup = fixture.Setup(&sims, fixture.Options{PhaseDelay: phaseDelay}, "csicontroller-e2e-disks-")
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		if _, ok := <-sigs; ok {
-			if sims != nil {
-				_ = sims.Stop()
-			}
-			_ = e.Stop()
-			os.Exit(130)
-		}
-	}()
-	code := m.Run()
-	signal.Stop(sigs)
-	close(sigs)
-	if sims != nil {
-		if err := sims.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping simulators: %v\n", err)
-			code = 1
-		}
-	}
-	if code != 0 {
-		e.KeepDir = true
-		fmt.Fprintf(os.Stderr, "harness: tests failed; control-plane logs kept in %s\n", e.Dir)
-	}
-	if err := e.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "harness: %v\n", err)
-		code = 1
-	}
-	return code
+	os.Exit(harness.MainWith(m, &env, setup))
 }
 
 func kube() client.Client { return env.Management.Client }
