@@ -153,7 +153,9 @@ func (s *sandbox) writeConfigs() error {
 	if s.cfg.component, err = write("tenant-alpha.yaml", cfg); err != nil {
 		return err
 	}
+	// csi-node: the tenant identity only; no infra credentials, no storage classes.
 	delete(cfg, "infraKubeconfig")
+	delete(cfg, "storage")
 	s.cfg.node, err = write("tenant-alpha-csi-node.yaml", cfg)
 	return err
 }

@@ -72,8 +72,8 @@ const (
 type Storage struct {
 	// AllowedStorageClasses are infra StorageClass names; DefaultStorageClass is always allowed.
 	AllowedStorageClasses []string `json:"allowedStorageClasses,omitempty"`
-	// DefaultStorageClass is required.
-	DefaultStorageClass string `json:"defaultStorageClass"`
+	// DefaultStorageClass is used when the tenant names none; required by csi-controller only.
+	DefaultStorageClass string `json:"defaultStorageClass,omitempty"`
 	// AllowedSnapshotClasses are infra VolumeSnapshotClass names; DefaultSnapshotClass is
 	// always allowed.
 	AllowedSnapshotClasses []string `json:"allowedSnapshotClasses,omitempty"`

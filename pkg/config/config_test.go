@@ -156,7 +156,7 @@ func TestParseBad(t *testing.T) {
 		{"bad YAML", "clusterName: [unclosed\n", []string{"parsing YAML"}},
 		{"wrong type", withStorage("  maxVolumes: lots\n"), []string{"storage.maxVolumes"}},
 		{"top level is a list", "- a\n", []string{"decoding"}},
-		{"empty file", "", []string{"clusterName: Required value", "infraNamespace: Required value", "storage.defaultStorageClass: Required value"}},
+		{"empty file", "", []string{"clusterName: Required value", "infraNamespace: Required value"}},
 		{"missing clusterName", "infraNamespace: ns\nstorage: {defaultStorageClass: s}\n", []string{"clusterName: Required value"}},
 		{"clusterName not a label", "clusterName: Tenant_A\ninfraNamespace: ns\nstorage: {defaultStorageClass: s}\n", []string{`clusterName: Invalid value: "Tenant_A"`}},
 		{"bad namespace", "clusterName: c\ninfraNamespace: a.b\nstorage: {defaultStorageClass: s}\n", []string{`infraNamespace: Invalid value: "a.b"`}},
@@ -176,7 +176,7 @@ func TestParseBad(t *testing.T) {
 		{"YAML 1.1 boolean as a name", "clusterName: c\ninfraNamespace: no\nstorage: {defaultStorageClass: s}\n", []string{"infraNamespace of type string"}},
 		{"bad bus", withStorage("  diskBus: ide\n"), []string{`storage.diskBus: Unsupported value: "ide": supported values: "scsi", "virtio"`}},
 		{"bad volume mode", withStorage("  volumeMode: block\n"), []string{`storage.volumeMode: Unsupported value: "block"`}},
-		{"missing default storage class", "clusterName: c\ninfraNamespace: ns\nstorage: {allowedStorageClasses: [a]}\n", []string{"storage.defaultStorageClass: Required value"}},
+		{"bad default storage class", "clusterName: c\ninfraNamespace: ns\nstorage: {defaultStorageClass: Fast!}\n", []string{`storage.defaultStorageClass: Invalid value: "Fast!"`}},
 		{"duplicate storage class", withStorage("  allowedStorageClasses: [a, a]\n"), []string{`storage.allowedStorageClasses[1]: Duplicate value: "a"`}},
 		{"bad snapshot class", withStorage("  defaultSnapshotClass: Snap!\n"), []string{`storage.defaultSnapshotClass: Invalid value: "Snap!"`}},
 		{"bad selector key", minimal + "autoscaling:\n  nodeGroupSelector: {\"bad key\": x}\n", []string{`autoscaling.nodeGroupSelector: Invalid value: "bad key"`}},
@@ -234,6 +234,33 @@ func TestValidateFor(t *testing.T) {
 				t.Errorf("ValidateFor(%s) = %v, want error containing %q", tt.comp, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDefaultStorageClassOnlyForCSIController: only the program that provisions needs a
+// default infra StorageClass; the others (csi-node above all, whose config has no storage at
+// all) accept a config without one.
+func TestDefaultStorageClassOnlyForCSIController(t *testing.T) {
+	cfg, err := Parse([]byte("clusterName: c\ninfraNamespace: ns\ntenantKubeconfig: /t\n"))
+	if err != nil {
+		t.Fatalf("Parse without storage: %v", err)
+	}
+	for _, tt := range []struct {
+		comp Component
+		want string // "" = no error
+	}{
+		{CSIController, "storage.defaultStorageClass: Required value: csi-controller provisions"},
+		{CSINode, ""},
+		{CCM, ""},
+		{Autoscaler, ""},
+	} {
+		err := cfg.ValidateFor(tt.comp)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("ValidateFor(%s) = %v, want nil", tt.comp, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("ValidateFor(%s) = %v, want error containing %q", tt.comp, err, tt.want)
+		}
 	}
 }
 

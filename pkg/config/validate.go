@@ -43,7 +43,12 @@ func (c *Config) ValidateFor(comp Component) error {
 				"csi-node runs inside the tenant and must not hold management credentials"))
 		}
 	case CSIController:
-		// Talks only to the infra cluster; the CSI sidecars carry the tenant credentials.
+		// Talks only to the infra cluster; the CSI sidecars carry the tenant credentials. It
+		// is the only program that provisions, so the only one needing a default class.
+		if c.Storage.DefaultStorageClass == "" {
+			errs = append(errs, field.Required(field.NewPath("storage", "defaultStorageClass"),
+				"csi-controller provisions volumes of this infra StorageClass when the tenant names none"))
+		}
 	default:
 		return fmt.Errorf("unknown component %q", comp)
 	}
@@ -82,9 +87,8 @@ func (l *LoadBalancer) validate(p *field.Path) field.ErrorList {
 func (s *Storage) validate(p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	errs = append(errs, validateNames(s.AllowedStorageClasses, p.Child("allowedStorageClasses"))...)
-	if s.DefaultStorageClass == "" {
-		errs = append(errs, field.Required(p.Child("defaultStorageClass"), ""))
-	} else {
+	// Required only by csi-controller (ValidateFor); checked here when present.
+	if s.DefaultStorageClass != "" {
 		errs = append(errs, validateSubdomain(s.DefaultStorageClass, p.Child("defaultStorageClass"))...)
 	}
 	errs = append(errs, validateNames(s.AllowedSnapshotClasses, p.Child("allowedSnapshotClasses"))...)
