@@ -13,10 +13,12 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
@@ -32,6 +34,14 @@ const (
 type Options struct {
 	ConfigPath         string
 	MetricsBindAddress string
+	// Profiling serves pprof on the metrics endpoint.
+	Profiling bool
+	// MetricsAddress is the address the metrics endpoint is bound to (set by Run, empty when
+	// disabled): MetricsBindAddress may ask for port 0.
+	MetricsAddress string
+	// Metrics is this run's instrumentation (never nil in Serve); Run serves it on
+	// MetricsBindAddress unless that is "0".
+	Metrics *metrics.Metrics
 }
 
 // Program describes one tenantcloud binary.
@@ -48,6 +58,9 @@ type Program struct {
 	// Serve runs the program until ctx is cancelled (SIGINT/SIGTERM); nil until the
 	// component is implemented, see notServing.
 	Serve func(ctx context.Context, cfg *config.Config, opts Options) error
+	// Gatherers are further metric registries the metrics endpoint serves besides
+	// Options.Metrics (e.g. controller-runtime's); may be nil.
+	Gatherers []prometheus.Gatherer
 }
 
 // Run parses args, loads and validates the config and serves. It returns the process exit
@@ -62,6 +75,7 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 	own.StringVar(&opts.ConfigPath, "config", "", "path to the tenant config file (required)")
 	own.BoolVar(&checkConfig, "check-config", false, "validate the config for this program, print a summary and exit")
 	own.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", ":8080", `address the metrics endpoint binds to; "0" disables it`)
+	own.BoolVar(&opts.Profiling, "profiling", false, "serve pprof profiles under /debug/pprof/ on the metrics endpoint")
 	if p.AddFlags != nil {
 		p.AddFlags(own)
 	}
@@ -120,7 +134,24 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := p.Serve(ctx, cfg, opts); err != nil {
+	opts.Metrics = metrics.New(name)
+	if opts.MetricsBindAddress != "0" && opts.MetricsBindAddress != "" {
+		handler := opts.Metrics.Handler(metrics.HandlerOptions{Profiling: opts.Profiling, Gatherers: p.Gatherers})
+		bound, served, err := metrics.Serve(ctx, opts.MetricsBindAddress, handler)
+		if err != nil {
+			return fail(stderr, fmt.Errorf("%s: %w", name, err))
+		}
+		opts.MetricsAddress = bound
+		defer func() { <-served }() // the server stops with ctx
+		go func() {
+			if err := <-served; err != nil {
+				klog.ErrorS(err, "Metrics endpoint stopped")
+			}
+		}()
+	}
+	err = p.Serve(ctx, cfg, opts)
+	stop() // also when Serve returned on its own, so the metrics server stops
+	if err != nil {
 		return fail(stderr, fmt.Errorf("%s: %w", name, err))
 	}
 	return ExitOK
