@@ -34,6 +34,10 @@ type Cluster struct {
 
 	env *envtest.Environment
 	dir string
+	// certDir is the apiserver's certificate directory once StopAPIServer ran (envtest stops
+	// cleaning it up after a restart); apiServerDown is true between Stop and StartAPIServer.
+	certDir       string
+	apiServerDown bool
 }
 
 // Env is the pair of clusters plus what tests need to add to them.
@@ -228,6 +232,7 @@ func (e *Env) Stop() error {
 			if err := c.env.Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("stopping %s: %w", c.Name, err))
 			}
+			errs = append(errs, c.removeRestartDirs())
 		}
 	}
 	err := errors.Join(errs...)
