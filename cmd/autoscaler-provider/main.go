@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
@@ -52,12 +54,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 		Serve: func(ctx context.Context, cfg *config.Config, opts cli.Options) error {
 			return autoscaler.Serve(ctx, cfg, autoscaler.ServeOptions{
-				Listen:             o.listen,
-				TLSCertFile:        o.tlsCert,
-				TLSKeyFile:         o.tlsKey,
-				TLSCAFile:          o.tlsCA,
-				MetricsBindAddress: opts.MetricsBindAddress,
+				Listen:      o.listen,
+				TLSCertFile: o.tlsCert,
+				TLSKeyFile:  o.tlsKey,
+				TLSCAFile:   o.tlsCA,
+				Metrics:     opts.Metrics,
 			})
 		},
+		// controller-runtime's registry holds the provider's gRPC metrics and the infra
+		// cache's and client's own.
+		Gatherers: []prometheus.Gatherer{ctrlmetrics.Registry},
 	}.Run(args, stdout, stderr)
 }

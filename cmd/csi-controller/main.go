@@ -10,10 +10,12 @@ import (
 	"io"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
@@ -56,17 +58,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return err
 		},
 		Serve: o.serve,
+		// controller-runtime's registry: the infra cache's and client's own metrics.
+		Gatherers: []prometheus.Gatherer{ctrlmetrics.Registry},
 	}.Run(args, stdout, stderr)
 }
 
 // serve starts the controller against the management cluster and serves Identity and
 // Controller on the endpoint until ctx ends.
-func (o *options) serve(ctx context.Context, cfg *config.Config, _ cli.Options) error {
+func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Options) error {
 	restCfg, err := infraRESTConfig(cfg.InfraKubeconfig)
 	if err != nil {
 		return err
 	}
 	restCfg.QPS, restCfg.Burst = o.qps, o.burst
+	restCfg.Wrap(opts.Metrics.WrapInfraTransport)
 	srv, err := controller.New(controller.Options{
 		Scope:   infra.Scope{Namespace: cfg.InfraNamespace, ClusterName: cfg.ClusterName},
 		Storage: cfg.Storage,
@@ -83,7 +88,7 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, _ cli.Options) 
 		}
 		return err
 	}
-	return tccsi.Serve(ctx, o.endpoint, srv.Register)
+	return tccsi.Serve(ctx, o.endpoint, srv.Register, opts.Metrics.ServerOption())
 }
 
 func infraRESTConfig(kubeconfig string) (*rest.Config, error) {

@@ -3,16 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/tenantcloud/tenantcloud/bench/stats"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
@@ -22,9 +29,40 @@ import (
 type runningNode struct {
 	cmd    *exec.Cmd
 	sock   string
-	out    *bytes.Buffer
+	out    *syncBuffer
 	exited chan error
 	conn   *grpc.ClientConn
+}
+
+// syncBuffer is the process output, read by the test while the process writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
+func (s *syncBuffer) String() string { return string(s.Bytes()) }
+
+var metricsAddrRE = regexp.MustCompile(`"Serving metrics" address="([^"]+)"`)
+
+// metricsAddr is the address the node's metrics endpoint is bound to, from its log.
+func (n *runningNode) metricsAddr(tb testing.TB) string {
+	m := metricsAddrRE.FindSubmatch(n.out.Bytes())
+	if m == nil {
+		tb.Fatalf("no metrics address in the log:\n%s", n.out)
+	}
+	return string(m[1])
 }
 
 // startNode builds and starts csi-node (version stamped in), optionally over a stale socket,
@@ -42,7 +80,7 @@ func startNode(tb testing.TB, version string, stale bool) *runningNode {
 	if out, err := build.CombinedOutput(); err != nil {
 		tb.Fatalf("go build: %v\n%s", err, out)
 	}
-	n := &runningNode{sock: filepath.Join(dir, "plugin", "csi.sock"), out: &bytes.Buffer{}, exited: make(chan error, 1)}
+	n := &runningNode{sock: filepath.Join(dir, "plugin", "csi.sock"), out: &syncBuffer{}, exited: make(chan error, 1)}
 	if err := os.MkdirAll(filepath.Dir(n.sock), 0o750); err != nil {
 		tb.Fatal(err)
 	}
@@ -55,7 +93,8 @@ func startNode(tb testing.TB, version string, stale bool) *runningNode {
 	}
 	n.cmd = exec.Command(bin, "--config", writeConfig(tb), "--node-id", "vm-7",
 		"--endpoint", "unix://"+n.sock, "--device-dir", filepath.Join(dir, "by-id"),
-		"--kubelet-dir", kubelet, "--max-volumes-per-node", "5", "-v", "4")
+		"--kubelet-dir", kubelet, "--max-volumes-per-node", "5", "-v", "4",
+		"--metrics-bind-address", "127.0.0.1:0")
 	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
 	n.cmd.Env = append(os.Environ(), nodeNameEnv+"=") // the flag must be enough
 	if err := n.cmd.Start(); err != nil {
@@ -106,6 +145,20 @@ func TestBinaryServes(t *testing.T) {
 	if ni.GetNodeId() != "vm-7" || ni.GetMaxVolumesPerNode() != 5 || ni.GetAccessibleTopology() != nil {
 		t.Errorf("NodeGetInfo = %v, want vm-7, 5 volumes, no topology", ni)
 	}
+	if _, err := csi.NewNodeClient(n.conn).NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("empty NodeStageVolume: %v, want InvalidArgument", err)
+	}
+	metrics := scrape(t, "http://"+n.metricsAddr(t)+"/metrics")
+	for _, want := range []string{
+		`tenantcloud_operations_total{component="csi-node",operation="NodeGetInfo",outcome="OK"} 1`,
+		`tenantcloud_operations_total{component="csi-node",operation="NodeStageVolume",outcome="InvalidArgument"} 1`,
+		`tenantcloud_operation_duration_seconds_count{component="csi-node",operation="NodeGetInfo",outcome="OK"} 1`,
+		`tenantcloud_operations_in_flight{component="csi-node",operation="NodeStageVolume"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q:\n%s", want, metrics)
+		}
+	}
 
 	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -126,6 +179,20 @@ func TestBinaryServes(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, n.out)
 		}
 	}
+}
+
+func scrape(tb testing.TB, url string) string {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(body)
 }
 
 // BenchmarkIdleRSS reports the resident memory of a csi-node that has answered a few calls

@@ -82,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // serve learns who this node is, then serves Identity and Node on the endpoint until ctx ends.
-func (o *options) serve(ctx context.Context, cfg *config.Config, _ cli.Options) error {
+func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Options) error {
 	id, err := o.identity(ctx, cfg)
 	if err != nil {
 		return err
@@ -107,7 +107,7 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, _ cli.Options) 
 	return serveCSI(ctx, o.endpoint, func(s grpc.ServiceRegistrar) {
 		csi.RegisterIdentityServer(s, ids)
 		csi.RegisterNodeServer(s, ns)
-	})
+	}, opts.Metrics.ServerOption())
 }
 
 // pluginCapabilities is what this binary's Identity service advertises. It is the driver's set

@@ -15,6 +15,6 @@ func unixSocketPath(endpoint string) (string, error) { return tccsi.UnixSocketPa
 
 func removeStaleSocket(path string) error { return tccsi.RemoveStaleSocket(path) }
 
-func serveCSI(ctx context.Context, endpoint string, register func(grpc.ServiceRegistrar)) error {
-	return tccsi.Serve(ctx, endpoint, register)
+func serveCSI(ctx context.Context, endpoint string, register func(grpc.ServiceRegistrar), opts ...grpc.ServerOption) error {
+	return tccsi.Serve(ctx, endpoint, register, opts...)
 }

@@ -32,15 +32,16 @@ type Server struct {
 // NewServer builds the gRPC server for p. tlsConfig nil serves plaintext. Reflection is not
 // registered: the API is fixed by the proto, and listing services would only help a prober.
 // The server answers Unavailable (and its health NOT_SERVING) until SetReady, so nothing is
-// served from caches that have not synced.
-func NewServer(p *Provider, tlsConfig *tls.Config) *Server {
+// served from caches that have not synced. extra options come first, so an interceptor among
+// them (metrics) sees every call, refused ones included.
+func NewServer(p *Provider, tlsConfig *tls.Config, extra ...grpc.ServerOption) *Server {
 	s := &Server{Health: health.NewServer()}
-	opts := []grpc.ServerOption{
+	opts := append(extra,
 		grpc.ForceServerCodec(Codec()),
 		grpc.ChainUnaryInterceptor(recoverPanics, observe, s.gate),
 		// CA sends one request at a time per call site; this bounds a misbehaving client.
-		grpc.MaxRecvMsgSize(16 << 20),
-	}
+		grpc.MaxRecvMsgSize(16<<20),
+	)
 	if tlsConfig != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}

@@ -3,10 +3,8 @@ package autoscaler
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
@@ -25,8 +24,10 @@ type ServeOptions struct {
 	// TLSCertFile and TLSKeyFile enable TLS; TLSCAFile additionally requires client
 	// certificates signed by that CA.
 	TLSCertFile, TLSKeyFile, TLSCAFile string
-	// MetricsBindAddress serves /metrics; "0" or "" disables it.
-	MetricsBindAddress string
+	// Metrics records every gRPC call and every infra API request; may be nil. The program
+	// (pkg/cli) serves it, together with controller-runtime's registry, which holds this
+	// package's own gRPC metrics.
+	Metrics *metrics.Metrics
 	// ShutdownGrace bounds how long in-flight calls may finish after ctx ends. Default 10s.
 	ShutdownGrace time.Duration
 }
@@ -41,6 +42,7 @@ func Serve(ctx context.Context, cfg *config.Config, opts ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	infraCfg.Wrap(opts.Metrics.WrapInfraTransport)
 	tenantCfg, err := restConfig(cfg.TenantKubeconfig, "tenant")
 	if err != nil {
 		return err
@@ -76,29 +78,14 @@ func Serve(ctx context.Context, cfg *config.Config, opts ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("listening for gRPC on %s: %w", opts.Listen, err)
 	}
-	srv := NewServer(p, tlsCfg)
-	errs := make(chan error, 2)
+	srv := NewServer(p, tlsCfg, opts.Metrics.ServerOption())
+	errs := make(chan error, 1)
 	go func() {
 		if err := srv.GRPC.Serve(lis); err != nil {
 			errs <- fmt.Errorf("serving gRPC: %w", err)
 		}
 	}()
 	klog.InfoS("Serving CloudProvider gRPC", "address", lis.Addr().String(), "transport", mode)
-
-	var metricsSrv *http.Server
-	if opts.MetricsBindAddress != "" && opts.MetricsBindAddress != "0" {
-		if metricsSrv, err = serveMetrics(opts.MetricsBindAddress, errs); err != nil {
-			srv.Stop(0)
-			return err
-		}
-	}
-	defer func() {
-		if metricsSrv != nil {
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer scancel()
-			_ = metricsSrv.Shutdown(sctx)
-		}
-	}()
 
 	if err := p.Start(ctx); err != nil {
 		srv.Stop(0)
@@ -119,23 +106,6 @@ func Serve(ctx context.Context, cfg *config.Config, opts ServeOptions) error {
 		srv.Stop(opts.ShutdownGrace)
 		return err
 	}
-}
-
-func serveMetrics(addr string, errs chan<- error) (*http.Server, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", MetricsHandler())
-	s := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := s.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs <- fmt.Errorf("serving metrics: %w", err)
-		}
-	}()
-	klog.InfoS("Serving metrics", "address", lis.Addr().String())
-	return s, nil
 }
 
 // restConfig loads a kubeconfig file; an empty path means in-cluster credentials.

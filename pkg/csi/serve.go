@@ -57,8 +57,9 @@ func RemoveStaleSocket(path string) error {
 
 // Serve serves the services register adds on the unix socket endpoint until ctx ends, then
 // stops gracefully (ShutdownGrace) and removes the socket. A stale socket at the path is
-// replaced. It returns nil after a shutdown caused by ctx, an error if serving failed.
-func Serve(ctx context.Context, endpoint string, register func(grpc.ServiceRegistrar)) error {
+// replaced. It returns nil after a shutdown caused by ctx, an error if serving failed. opts are
+// added to the server's (e.g. a metrics interceptor, which then sees every call first).
+func Serve(ctx context.Context, endpoint string, register func(grpc.ServiceRegistrar), opts ...grpc.ServerOption) error {
 	path, err := UnixSocketPath(endpoint)
 	if err != nil {
 		return err
@@ -79,7 +80,7 @@ func Serve(ctx context.Context, endpoint string, register func(grpc.ServiceRegis
 		}
 	}()
 
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(LogCalls))
+	srv := grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(LogCalls))...)
 	register(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

@@ -141,8 +141,9 @@ storage:
 	p := &process{cmd: cmd, exited: make(chan error, 1), logs: watchLog(stderr)}
 	go func() { p.exited <- cmd.Wait() }()
 	tb.Cleanup(func() { _ = cmd.Process.Kill() })
-	p.grpcAddr = p.logs.wait(tb, regexp.MustCompile(`"Serving CloudProvider gRPC" address="([^"]+)"`), time.Minute)
+	// pkg/cli serves metrics before the program starts.
 	p.metricsAddr = p.logs.wait(tb, regexp.MustCompile(`"Serving metrics" address="([^"]+)"`), time.Minute)
+	p.grpcAddr = p.logs.wait(tb, regexp.MustCompile(`"Serving CloudProvider gRPC" address="([^"]+)"`), time.Minute)
 	p.logs.wait(tb, regexp.MustCompile(`"Autoscaler provider ready"`), time.Minute)
 	p.logs.drain()
 	return p
@@ -216,8 +217,17 @@ func TestBinary(t *testing.T) {
 	}
 	body, _ := io.ReadAll(mresp.Body)
 	_ = mresp.Body.Close()
-	if !strings.Contains(string(body), `tenantcloud_autoscaler_grpc_requests_total{code="OK",method="NodeGroups"} 1`) {
-		t.Fatalf("metrics lack the NodeGroups call:\n%s", body)
+	for _, want := range []string{
+		`tenantcloud_autoscaler_grpc_requests_total{code="OK",method="NodeGroups"} 1`,
+		`tenantcloud_operations_total{component="autoscaler-provider",operation="NodeGroups",outcome="OK"} 1`,
+		`tenantcloud_operation_duration_seconds_count{component="autoscaler-provider",operation="NodeGroups",outcome="OK"} 1`,
+		`tenantcloud_operations_in_flight{component="autoscaler-provider",operation="NodeGroups"} 0`,
+		// The informers' initial LISTs went through the instrumented infra transport.
+		`tenantcloud_infra_api_requests_total{code="200",component="autoscaler-provider",method="GET",resource="machinedeployments"}`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s:\n%s", want, body)
+		}
 	}
 
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
