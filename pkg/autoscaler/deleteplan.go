@@ -83,3 +83,23 @@ func MarkedByUs(m *clusterv1.Machine) bool {
 	_, ok := m.Annotations[AnnotationScaleDownRequested]
 	return ok
 }
+
+// UncoveredMarks returns how many of the Machines marked by this provider (per the annotation)
+// have had no replica taken off: the process died between the mark and the /scale write. The
+// MachineSet controller removes as many Machines as it has above replicas, marked ones first, so
+// that surplus is what the marks are owed; marks beyond it will never be acted on. Machines
+// already being deleted count for neither side. A stale view errs on the safe side: a Machine
+// the cache still shows although it is gone only adds to the surplus.
+func UncoveredMarks(machines []*clusterv1.Machine, replicas int32) int {
+	live, marked := 0, 0
+	for _, m := range machines {
+		if !m.DeletionTimestamp.IsZero() {
+			continue
+		}
+		live++
+		if MarkedByUs(m) {
+			marked++
+		}
+	}
+	return max(0, marked-max(0, live-int(replicas)))
+}

@@ -84,3 +84,34 @@ func TestPickUnregistered(t *testing.T) {
 		}
 	}
 }
+
+func TestUncoveredMarks(t *testing.T) {
+	now := metav1.Now()
+	mark := func(m *clusterv1.Machine) { m.Annotations = map[string]string{AnnotationScaleDownRequested: "t"} }
+	deleting := func(m *clusterv1.Machine) { m.DeletionTimestamp = &now }
+	a, b, c := planMachine("a"), planMachine("b"), planMachine("c")
+	ma, mb := planMachine("ma", mark), planMachine("mb", mark)
+	gone := planMachine("gone", mark, deleting)
+	tests := []struct {
+		name     string
+		machines []*clusterv1.Machine
+		replicas int32
+		want     int
+	}{
+		{"no marks", []*clusterv1.Machine{a, b}, 2, 0},
+		{"mark and replica taken off", []*clusterv1.Machine{ma, b}, 1, 0},
+		{"crash between mark and scale", []*clusterv1.Machine{ma, b}, 2, 1},
+		{"two marks, one replica taken off", []*clusterv1.Machine{ma, mb, c}, 2, 1},
+		{"two marks, none taken off", []*clusterv1.Machine{ma, mb, c}, 3, 2},
+		{"deleting Machines count for neither side", []*clusterv1.Machine{gone, ma, b}, 1, 0},
+		{"a scale-up in flight does not cover a mark", []*clusterv1.Machine{ma, b}, 3, 1},
+		{"surplus without marks", []*clusterv1.Machine{a, b, c}, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := UncoveredMarks(tt.machines, tt.replicas); got != tt.want {
+				t.Fatalf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
