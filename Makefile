@@ -5,8 +5,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/tenantcloud/tenantcloud/pkg/version.Version=$(VERSION)
 PROGRAMS := ccm csi-controller csi-node autoscaler-provider
 # Integration tests start real apiservers; keep them from running in parallel with each other
-# on a 2-core machine.
-TEST_FLAGS ?= -count=1 -timeout=25m -p=2
+# on a 2-core machine. -race everywhere: the components are concurrent by nature (informer
+# handlers, in-flight guards, worker queues) and the e2e suites drive them hard.
+TEST_FLAGS ?= -race -count=1 -timeout=25m -p=2
 
 .PHONY: all build bin test unit lint vet fmt bench sandbox demo clean
 
