@@ -100,6 +100,24 @@ func crashAtEveryStep(t *testing.T, component, op string, prepare func(t *testin
 	}
 }
 
+// untilKilled makes call and returns its result, or ErrKilled once sw kills the component: the
+// caller's request then breaks with the connection (its context is cancelled) and is not
+// waited for beyond that.
+func untilKilled(ctx context.Context, sw *Switch, call func(context.Context) error) error {
+	callCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- call(callCtx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-sw.Killed():
+		cancel()
+		<-done
+		return ErrKilled
+	}
+}
+
 func last(s []string) string {
 	if len(s) == 0 {
 		return "none"

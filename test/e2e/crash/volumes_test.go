@@ -179,19 +179,7 @@ func (w *csiWorld) run(call func(context.Context, csi.ControllerClient) error, w
 				return err
 			}
 			defer stop()
-			callCtx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			done := make(chan error, 1)
-			go func() { done <- call(callCtx, c.Controller) }()
-			select {
-			case err := <-done:
-				return err
-			case <-sw.Killed():
-				// The process is gone: the sidecar's call breaks with its connection.
-				cancel()
-				<-done
-				return ErrKilled
-			}
+			return untilKilled(ctx, sw, func(ctx context.Context) error { return call(ctx, c.Controller) })
 		},
 		recover: func(ctx context.Context, sw *Switch) error {
 			c, stop, err := w.start(sw)
