@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cloud"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics"
 )
 
 // ccmFlags are the ccm's own flags: provider options that are not part of the shared tenant
@@ -31,6 +32,10 @@ type ccmFlags struct {
 	tenantBurst         int
 	infraQPS            float32
 	infraBurst          int
+
+	// metrics is not a flag: serve sets it from the run's cli.Options before the provider is
+	// instantiated, for the same reason the flags are package state (register.go).
+	metrics *metrics.Metrics
 }
 
 // flags is bound by add on every run (pkg/cli builds a fresh flag set each time) and read by
@@ -85,7 +90,8 @@ func (f *ccmFlags) check() error {
 }
 
 func (f *ccmFlags) providerOptions() cloud.Options {
-	return cloud.Options{LoadBalancerClass: f.loadBalancerClass, NodeZones: f.nodeZones, InfraQPS: f.infraQPS, InfraBurst: f.infraBurst}
+	return cloud.Options{LoadBalancerClass: f.loadBalancerClass, NodeZones: f.nodeZones, InfraQPS: f.infraQPS, InfraBurst: f.infraBurst,
+		Metrics: f.metrics}
 }
 
 // frameworkArgs are the flags given to the cloud-controller-manager command.

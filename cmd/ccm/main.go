@@ -7,8 +7,12 @@ import (
 	"io"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/component-base/metrics/legacyregistry"
+
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics"
 )
 
 func main() {
@@ -23,5 +27,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		AddFlags:   flags.add,
 		CheckFlags: flags.check,
 		Serve:      serve,
+		// The framework's own metrics (workqueues, node and service controllers) live in
+		// component-base's registry, which also holds the runtime collectors pkg/cli serves.
+		Gatherers: []prometheus.Gatherer{metrics.Without(legacyregistry.DefaultGatherer, "go_", "process_")},
 	}.Run(args, stdout, stderr)
 }

@@ -30,6 +30,7 @@ var controllers = []string{names.CloudNodeController, names.CloudNodeLifecycleCo
 // tenantKubeconfig, and everything else is fixed or comes from the ccm's own flags, so the two
 // files can never disagree.
 func serve(ctx context.Context, cfg *config.Config, opts cli.Options) error {
+	flags.metrics = opts.Metrics
 	// Instantiate through the registry first: a bad config or infra kubeconfig is reported
 	// here as an error, not as a crash inside the framework.
 	provider, err := cloudprovider.InitCloudProvider(cloud.ProviderName, opts.ConfigPath)

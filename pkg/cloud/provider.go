@@ -19,6 +19,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics"
 )
 
 // ProviderName is the --cloud-provider name and the scheme of providerIDs ("kubevirt://"
@@ -40,6 +41,8 @@ type Options struct {
 	// tenant's ccm). Zero keeps the rest config's values (client-go: 5 and 10).
 	InfraQPS   float32
 	InfraBurst int
+	// Metrics records load-balancer operations and infra API requests; may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Provider implements cloudprovider.Interface and cloudprovider.InformerUser.
@@ -94,6 +97,7 @@ func New(cfg *config.Config, opts Options) (*Provider, error) {
 // NewWithInfraConfig is New with an explicit management-cluster rest config.
 func NewWithInfraConfig(cfg *config.Config, opts Options, infraCfg *rest.Config) (*Provider, error) {
 	infraCfg = rest.AddUserAgent(rest.CopyConfig(infraCfg), userAgent)
+	infraCfg.Wrap(opts.Metrics.WrapInfraTransport)
 	if opts.InfraQPS > 0 {
 		infraCfg.QPS, infraCfg.Burst = opts.InfraQPS, opts.InfraBurst
 	}
@@ -113,7 +117,7 @@ func NewWithInfraConfig(cfg *config.Config, opts Options, infraCfg *rest.Config)
 		opts:      opts,
 		infra:     ic,
 		instances: instances.New(ic, topo),
-		lb:        loadbalancer.New(ic, cfg.LoadBalancer, loadbalancer.Options{Class: opts.LoadBalancerClass}),
+		lb:        loadbalancer.New(ic, cfg.LoadBalancer, loadbalancer.Options{Class: opts.LoadBalancerClass, Metrics: opts.Metrics}),
 	}, nil
 }
 

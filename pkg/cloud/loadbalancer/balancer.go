@@ -15,6 +15,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics"
 )
 
 // Options configure a Balancer beyond the tenant config.
@@ -23,6 +24,8 @@ type Options struct {
 	// controller ignores every Service that has a class). Services of any other class are
 	// always left alone.
 	Class string
+	// Metrics records ensure and delete operations by outcome; may be nil.
+	Metrics *metrics.Metrics
 }
 
 // Balancer implements cloudprovider.LoadBalancer on MetalLB in the infra cluster.
@@ -31,6 +34,7 @@ type Balancer struct {
 	policy      Policy
 	maxServices int
 	class       string
+	metrics     *metrics.Metrics
 
 	// quotaMu serialises the quota check with the create it guards; pending holds infra
 	// Services created by this process that the informer has not delivered yet, so a burst of
@@ -59,6 +63,7 @@ func New(ic *infra.Client, lb config.LoadBalancer, opts Options) *Balancer {
 		policy:      Policy{LB: lb, Scope: ic.Scope()},
 		maxServices: lb.MaxServices,
 		class:       opts.Class,
+		metrics:     opts.Metrics,
 		pending:     map[string]bool{},
 		waiting:     map[types.NamespacedName]bool{},
 	}
@@ -161,7 +166,31 @@ func (b *Balancer) EnsureLoadBalancerDeleted(ctx context.Context, _ string, svc 
 	return b.delete(ctx, svc)
 }
 
+// Operation names in the metrics.
+const (
+	opEnsure = "EnsureLoadBalancer"
+	opDelete = "EnsureLoadBalancerDeleted"
+)
+
+// outcome classifies err for the metrics: a refusal is the tenant's request, not a failure.
+func outcome(err error) string {
+	if err == nil {
+		return metrics.OutcomeOK
+	}
+	if _, ok := AsRefusal(err); ok {
+		return metrics.OutcomeRefused
+	}
+	return metrics.OutcomeError
+}
+
 func (b *Balancer) ensure(ctx context.Context, svc *corev1.Service) (*corev1.LoadBalancerStatus, error) {
+	end := b.metrics.Begin(opEnsure)
+	st, err := b.ensureInfra(ctx, svc)
+	end(outcome(err))
+	return st, err
+}
+
+func (b *Balancer) ensureInfra(ctx context.Context, svc *corev1.Service) (*corev1.LoadBalancerStatus, error) {
 	desired, err := DesiredService(svc, b.policy)
 	if err != nil {
 		return nil, err
@@ -292,6 +321,13 @@ func (b *Balancer) infraWriteError(svc *corev1.Service, verb string, obj *corev1
 }
 
 func (b *Balancer) delete(ctx context.Context, svc *corev1.Service) error {
+	end := b.metrics.Begin(opDelete)
+	err := b.deleteInfra(ctx, svc)
+	end(outcome(err))
+	return err
+}
+
+func (b *Balancer) deleteInfra(ctx context.Context, svc *corev1.Service) error {
 	if err := b.deleteSlices(ctx, map[string]string{LabelServiceUID: string(svc.UID)}); err != nil {
 		return err
 	}

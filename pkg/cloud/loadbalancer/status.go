@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -114,7 +115,28 @@ func (s *statusSync) sync(ctx context.Context, key types.NamespacedName) error {
 		return err
 	}
 	klog.FromContext(ctx).V(2).Info("Tenant load-balancer status updated from infra", "service", key, "ingress", want.Ingress)
+	if len(want.Ingress) > 0 {
+		// The upstream controller's EnsuredLoadBalancer Event comes before MetalLB has chosen an
+		// address; this one tells the tenant which address the Service got and when.
+		t.recorder.Eventf(svc, corev1.EventTypeNormal, ReasonIPAssigned, "load balancer address %s assigned", ingressIPs(want))
+	}
 	return nil
+}
+
+// ReasonIPAssigned is the Event reason on a tenant Service whose address arrived from the
+// infra cluster.
+const ReasonIPAssigned = "IPAssigned"
+
+func ingressIPs(st corev1.LoadBalancerStatus) string {
+	ips := make([]string, 0, len(st.Ingress))
+	for _, in := range st.Ingress {
+		if in.IP != "" {
+			ips = append(ips, in.IP)
+		} else {
+			ips = append(ips, in.Hostname)
+		}
+	}
+	return strings.Join(ips, ", ")
 }
 
 // patchStatus sets status.loadBalancer of svc with a merge patch on the status subresource.

@@ -25,6 +25,7 @@ func TestCCM(t *testing.T) {
 		{"InfraDriftRepaired", testDrift},
 		{"PoolAndIPSelection", testPoolAndIPSelection},
 		{"Refusals", testRefusals},
+		{"MetricsAndEvents", testMetricsAndEvents},
 		{"RefusedUpdateKeepsInfra", testRefusedUpdate},
 		{"ForeignSharedIPKey", testForeignSharedIPKey},
 		{"Quota", testQuota},

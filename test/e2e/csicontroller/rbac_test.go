@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +29,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
+	"github.com/tenantcloud/tenantcloud/test/scrape"
 )
 
 // MinimalRules is the namespaced Role the binary runs with: controller.InfraRBACRules, the
@@ -78,7 +80,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	endpoint := "unix://" + filepath.Join(dir, "csi.sock")
-	out := runBinary(t, bin, "--config", cfgPath, "--endpoint", endpoint, "--metrics-bind-address", "0", "-v", "2")
+	out := runBinary(t, bin, "--config", cfgPath, "--endpoint", endpoint, "--metrics-bind-address", "127.0.0.1:0", "-v", "2")
 
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -169,8 +171,39 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		}
 		return false, nil
 	})
+	checkMetrics(t, out.String())
 	if s := out.String(); strings.Contains(s, "is forbidden") && !strings.Contains(s, "addvolume") {
 		t.Errorf("the binary hit RBAC refusals beyond the intended one:\n%s", s)
+	}
+}
+
+// checkMetrics scrapes the binary's metrics endpoint after the lifecycle above: the calls by
+// outcome, nothing left in flight, and the infra refusal of the hot-plug counted as an infra
+// API error.
+func checkMetrics(t *testing.T, log string) {
+	t.Helper()
+	m := regexp.MustCompile(`"Serving metrics" address="([^"]+)"`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no metrics address in the log:\n%s", log)
+	}
+	series := scrape.Get(t, "http://"+m[1]+"/metrics")
+	const c = `component="csi-controller"`
+	for want, n := range map[string]float64{
+		`tenantcloud_operations_total{` + c + `,operation="CreateVolume",outcome="OK"}`:                          2,
+		`tenantcloud_operations_total{` + c + `,operation="ControllerPublishVolume",outcome="OK"}`:               1,
+		`tenantcloud_operations_total{` + c + `,operation="ControllerPublishVolume",outcome="PermissionDenied"}`: 1,
+		`tenantcloud_operation_duration_seconds_count{` + c + `,operation="DeleteVolume",outcome="OK"}`:          2,
+		`tenantcloud_operations_in_flight{` + c + `,operation="CreateVolume"}`:                                   0,
+	} {
+		if got, ok := series[want]; !ok || got != n {
+			t.Errorf("%s = %v (present %v), want %v", want, got, ok, n)
+		}
+	}
+	if got := series.Sum("tenantcloud_infra_api_errors_total", c, `code="403"`, `resource="virtualmachines/addvolume"`); got < 1 {
+		t.Errorf("the refused hot-plug is not counted as an infra API error (%v)", got)
+	}
+	if got := series.Sum("tenantcloud_infra_api_requests_total", c, `method="POST"`, `resource="datavolumes"`, `code="201"`); got < 2 {
+		t.Errorf("infra DataVolume creations counted %v, want ≥ 2", got)
 	}
 }
 
