@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 
 func kube() client.Client { return env.Management.Client }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -58,7 +58,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // callCtx bounds one CSI call, as the sidecars' --timeout does.
-func callCtx(t *testing.T) context.Context {
+func callCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -67,14 +67,14 @@ func callCtx(t *testing.T) context.Context {
 
 // tenant is one tenant (namespace + cluster) with its own controller.
 type tenant struct {
-	t       *testing.T
+	t       testing.TB
 	ns      string
 	cluster string
 	storage config.Storage
 	ctrl    *fixture.Controller
 }
 
-func needSims(t *testing.T) {
+func needSims(t testing.TB) {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip("simulated infra with real disks unavailable: " + skipReason)
@@ -82,7 +82,7 @@ func needSims(t *testing.T) {
 }
 
 // newTenant creates the namespace (if missing) and starts a controller for (ns, cluster).
-func newTenant(t *testing.T, ns, cluster string, storage config.Storage) *tenant {
+func newTenant(t testing.TB, ns, cluster string, storage config.Storage) *tenant {
 	t.Helper()
 	needSims(t)
 	if err := fixture.CreateNamespace(testCtx(t), kube(), ns); err != nil {
@@ -237,7 +237,7 @@ func dataVolumes(t *testing.T, ns string) []cdiv1.DataVolume {
 
 // eventually polls cond (API reads) until it holds; for checks of state the test itself
 // cannot be notified about.
-func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
+func eventually(t testing.TB, what string, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
 	if err := wait.PollUntilContextTimeout(testCtx(t), 20*time.Millisecond, 30*time.Second, true, cond); err != nil {
 		t.Fatalf("%s: %v", what, err)

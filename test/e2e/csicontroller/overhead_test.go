@@ -120,7 +120,7 @@ type timeline struct {
 	cond *sync.Cond
 }
 
-func watchTimeline(t *testing.T, ns string) *timeline {
+func watchTimeline(t testing.TB, ns string) *timeline {
 	t.Helper()
 	wc, err := client.NewWithWatch(env.Management.Config, client.Options{Scheme: kube().Scheme()})
 	if err != nil {
@@ -180,7 +180,7 @@ func watchTimeline(t *testing.T, ns string) *timeline {
 }
 
 // span is the time between two milestones, waiting (on the watch) until both were seen.
-func (tl *timeline) span(t *testing.T, from, to string) time.Duration {
+func (tl *timeline) span(t testing.TB, from, to string) time.Duration {
 	deadline := time.AfterFunc(30*time.Second, func() { tl.mu.Lock(); tl.cond.Broadcast(); tl.mu.Unlock() })
 	defer deadline.Stop()
 	start := time.Now()
