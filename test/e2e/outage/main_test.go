@@ -1,0 +1,50 @@
+// Package outage takes parts of the system away while work is in flight and checks that the
+// work still completes exactly once: the management or the tenant kube-apiserver stopped for a
+// minute (TestManagementAPIServerOutage, TestTenantAPIServerOutage), the leading ccm replica
+// killed (TestCCMFailover), and a csi-controller replica killed mid-call next to a second one
+// (TestCSIControllerReplicas).
+//
+// Everything is real except what test/sim plays: both kube-apiservers and etcds (test/harness,
+// restarted on the same endpoint), the real MetalLB controller, the ccm binary built from
+// cmd/ccm, csi-controller served over gRPC on a unix socket, and the simulated CDI, KubeVirt,
+// virt-api and hot-plug with loop-device disks. The test plays the CSI sidecars (it calls
+// csi-controller and retries a failed call, as external-provisioner and external-attacher do)
+// and the kubelet (it restarts a ccm that exited). Duplicates are counted twice: in the
+// objects (one infra Service per LoadBalancer, one DataVolume per volume, one hot-plugged
+// volume per publish) and in the management apiserver's audit log (successful creates).
+package outage
+
+import (
+	"os"
+	"testing"
+
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/harness"
+)
+
+var (
+	env   *harness.Env
+	sims  *fixture.Sims
+	world *World
+	// skipReason is set when the simulated disks cannot run here (not root, no loop devices).
+	skipReason string
+)
+
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(klog.NewKlogr())
+	var setup harness.Setup
+	if skipReason = fixture.Supported(); skipReason == "" {
+		setup = setupWorld
+	}
+	os.Exit(harness.MainWith(m, &env, setup))
+}
+
+func needWorld(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip("simulated infra with real disks unavailable: " + skipReason)
+	}
+}
