@@ -1,0 +1,49 @@
+// Package security_test attacks the tenant boundary of DESIGN.md §2 end to end. Each test
+// row acts as a hostile admin of tenant cluster "alpha" against the real components (the ccm
+// binary, csi-controller, csi-node and autoscaler-provider, all with admin credentials on the
+// management cluster, so that only their own checks stand between the tenant and the infra)
+// on the harness control planes and the simulator. The management cluster also holds cluster
+// "beta" (same infra namespace) and cluster "gamma" (another namespace) with VMs, volumes, a
+// snapshot, Machines and a load balancer, so every "another tenant's object" an attack names
+// really exists. A row asserts the refusal (gRPC code, Warning Event, no status) and that no
+// infra object changed, and the run ends with a table of every attack and its result.
+package security_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/harness"
+	"github.com/tenantcloud/tenantcloud/test/sim"
+)
+
+var (
+	env       *harness.Env
+	simulator *sim.Sim
+	// skipReason is set when the simulated guest disks cannot run here (not root, no loops).
+	skipReason string
+)
+
+// phaseDelay is every simulated step: small for the package's time budget, not zero so that
+// waits really wait for events.
+const phaseDelay = 20 * time.Millisecond
+
+func TestMain(m *testing.M) {
+	var setup harness.Setup
+	if skipReason = fixture.Supported(); skipReason == "" {
+		setup = func(e *harness.Env) (func() error, error) {
+			s, err := sim.Start(context.Background(), e, sim.Options{
+				ClusterName: cluster, ExternalCloudProvider: true, MetalLB: true, Disks: true, PhaseDelay: phaseDelay,
+			})
+			if err != nil {
+				return nil, err
+			}
+			simulator = s
+			return s.Stop, nil
+		}
+	}
+	os.Exit(harness.MainWith(m, &env, setup))
+}
