@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // runTimeout bounds one phase of a run (the victim, the recovery, the checks).
@@ -39,12 +41,13 @@ func crashAtEveryStep(t *testing.T, component, op string, prepare func(t *testin
 
 	dry := prepare(t, 0)
 	sw := NewSwitch(0, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
-	err := dry.victim(ctx, sw)
-	cancel()
+	start := time.Now()
+	err := phase(func(ctx context.Context) error { return dry.victim(ctx, sw) })
+	sw.Exit()
 	if err != nil {
 		t.Fatalf("%s %s without a crash: %v", component, op, err)
 	}
+	r.audited += checkAudit(t, sw, start)
 	writes := sw.Writes()
 	r.writes = len(writes)
 	t.Logf("%s %s: %d writes without a crash:\n  %s", component, op, len(writes), strings.Join(writes, "\n  "))
@@ -53,7 +56,9 @@ func crashAtEveryStep(t *testing.T, component, op string, prepare func(t *testin
 	}
 	// Retrying an operation that completed must change nothing and find nothing wrong.
 	again := NewSwitch(0, nil)
-	if err := phase(func(ctx context.Context) error { return dry.recover(ctx, again) }); err != nil {
+	err = phase(func(ctx context.Context) error { return dry.recover(ctx, again) })
+	again.Exit()
+	if err != nil {
 		t.Fatalf("%s %s retried after completion: %v", component, op, err)
 	}
 	if w := again.Writes(); len(w) > 0 {
@@ -69,21 +74,26 @@ func crashAtEveryStep(t *testing.T, component, op string, prepare func(t *testin
 	for n := 1; n <= len(writes); n++ {
 		run := prepare(t, n)
 		sw := NewSwitch(n, nil)
+		start := time.Now()
 		verr := phase(func(ctx context.Context) error { return run.victim(ctx, sw) })
-		if !sw.Dead() {
+		killed := sw.Dead()
+		sw.Exit()
+		if !killed {
 			// The run took fewer writes than the uninterrupted one (a conflict retry, an
 			// informer that was already up to date): still a valid run, not a crash point.
 			r.notes = append(r.notes, fmt.Sprintf("run %d ended (err %v) after %d writes without reaching crash point %d", n, verr, len(sw.Writes()), n))
 		} else {
 			r.tried++
 		}
+		r.audited += checkAudit(t, sw, start)
 		rec := NewSwitch(0, nil)
 		rerr := phase(func(ctx context.Context) error { return run.recover(ctx, rec) })
+		rec.Exit()
 		missing, leaked := checkNow(run.check)
 		if rerr != nil {
 			missing = append(missing, "recovery failed: "+rerr.Error())
 		}
-		if len(missing) == 0 && sw.Dead() {
+		if len(missing) == 0 && killed {
 			r.converged++
 		}
 		r.leaked += len(leaked)
@@ -145,4 +155,33 @@ func checkNow(check func(ctx context.Context) (missing, leaked []string)) (missi
 		return nil
 	})
 	return missing, leaked
+}
+
+// checkAudit confirms from the apiservers' audit logs what the Switch reports: every write the
+// component made since start reached an apiserver through the Switch, none after the kill —
+// at least the answered writes and at most the ones let through. It returns the audited count.
+func checkAudit(t *testing.T, sw *Switch, start time.Time) int {
+	t.Helper()
+	keep := func(e harness.AuditEvent) bool {
+		if e.UserAgent != sw.UserAgent() || (e.ObjectRef != nil && e.ObjectRef.Resource == "events") {
+			return false
+		}
+		switch e.Verb {
+		case "create", "update", "patch", "delete", "deletecollection":
+			return true
+		}
+		return false
+	}
+	n := 0
+	for _, c := range []*harness.Cluster{env.Management, env.Tenant} {
+		evs, err := c.AuditEvents(start, keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(evs)
+	}
+	if answered, sent := len(sw.Writes()), sw.Sent(); n < answered || n > sent {
+		t.Errorf("the audit logs show %d writes by the component, the switch saw %d answered of %d sent", n, answered, sent)
+	}
+	return n
 }

@@ -77,6 +77,7 @@ type row struct {
 	tried         int // runs killed after write N
 	converged     int // of those, runs that reached the desired end state
 	leaked        int // orphaned infra objects over all runs
+	audited       int // writes of the killed components in the apiservers' audit logs
 	notes         []string
 }
 
@@ -100,13 +101,13 @@ func (r *results) String() string {
 	rows := append([]*row(nil), r.rows...)
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].component < rows[j].component })
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| component | operation | writes (crash points) | killed runs | converged | leaked objects |\n|---|---|---|---|---|---|\n")
-	var tried, conv, leaked int
+	fmt.Fprintf(&b, "\n| component | operation | writes (crash points) | killed runs | converged | leaked objects | audited writes |\n|---|---|---|---|---|---|---|\n")
+	var points, tried, conv, leaked, audited int
 	for _, x := range rows {
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d |\n", x.component, x.op, x.writes, x.tried, x.converged, x.leaked)
-		tried, conv, leaked = tried+x.tried, conv+x.converged, leaked+x.leaked
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d |\n", x.component, x.op, x.writes, x.tried, x.converged, x.leaked, x.audited)
+		points, tried, conv, leaked, audited = points+x.writes, tried+x.tried, conv+x.converged, leaked+x.leaked, audited+x.audited
 	}
-	fmt.Fprintf(&b, "| **total** | | | %d | %d | %d |\n", tried, conv, leaked)
+	fmt.Fprintf(&b, "| **total** | | %d | %d | %d | %d | %d |\n", points, tried, conv, leaked, audited)
 	for _, x := range rows {
 		for _, n := range x.notes {
 			fmt.Fprintf(&b, "- %s %s: %s\n", x.component, x.op, n)

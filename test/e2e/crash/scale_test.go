@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -70,29 +72,34 @@ func TestAutoscalerProviderCrash(t *testing.T) {
 			return w.run(1, 2, func(ctx context.Context, p *autoscaler.Provider) error {
 				_, err := p.NodeGroupIncreaseSize(ctx, &protos.NodeGroupIncreaseSizeRequest{Id: w.group, Delta: 1})
 				return err
-			}, w.caIncrease(2), "")
-		})
-	})
-	t.Run("NodeGroupDeleteNodes", func(t *testing.T) {
-		crashAtEveryStep(t, "autoscaler-provider", "NodeGroupDeleteNodes", func(t *testing.T, n int) crashRun {
-			w.prepare(t, 2, false)
-			victim := w.newestMachine(t)
-			node := &protos.ExternalGrpcNode{Name: strings.TrimPrefix(victim.Spec.ProviderID, infra.ProviderIDPrefix), ProviderID: victim.Spec.ProviderID}
-			del := func(ctx context.Context, p *autoscaler.Provider) error {
-				_, err := p.NodeGroupDeleteNodes(ctx, &protos.NodeGroupDeleteNodesRequest{Id: w.group, Nodes: []*protos.ExternalGrpcNode{node}})
-				return err
-			}
-			return w.run(2, 1, del, w.caDelete(victim.Name, del), victim.Name)
+			}, w.caIncrease(2), nil)
 		})
 	})
 	t.Run("NodeGroupDecreaseTargetSize", func(t *testing.T) {
 		crashAtEveryStep(t, "autoscaler-provider", "NodeGroupDecreaseTargetSize", func(t *testing.T, n int) crashRun {
 			w.prepare(t, 2, true)
-			stuck := w.newestMachine(t)
-			return w.run(2, 1, func(ctx context.Context, p *autoscaler.Provider) error {
+			stuck := w.newestMachines(t, 1)[0]
+			return w.run(1, 1, func(ctx context.Context, p *autoscaler.Provider) error {
 				_, err := p.NodeGroupDecreaseTargetSize(ctx, &protos.NodeGroupDecreaseTargetSizeRequest{Id: w.group, Delta: -1})
 				return err
-			}, w.caDecrease(1), stuck.Name)
+			}, w.caDecrease(1), []string{stuck.Name})
+		})
+	})
+	// Two nodes in one call: the crash points include the one between the two marks.
+	t.Run("NodeGroupDeleteNodes", func(t *testing.T) {
+		crashAtEveryStep(t, "autoscaler-provider", "NodeGroupDeleteNodes (2 of 3)", func(t *testing.T, n int) crashRun {
+			w.prepare(t, 3, false)
+			var nodes []*protos.ExternalGrpcNode
+			var gone []string
+			for _, m := range w.newestMachines(t, 2) {
+				nodes = append(nodes, &protos.ExternalGrpcNode{Name: strings.TrimPrefix(m.Spec.ProviderID, infra.ProviderIDPrefix), ProviderID: m.Spec.ProviderID})
+				gone = append(gone, m.Name)
+			}
+			del := func(ctx context.Context, p *autoscaler.Provider) error {
+				_, err := p.NodeGroupDeleteNodes(ctx, &protos.NodeGroupDeleteNodesRequest{Id: w.group, Nodes: nodes})
+				return err
+			}
+			return w.run(3, 1, del, w.caDelete(gone, del), gone)
 		})
 	})
 }
@@ -123,9 +130,10 @@ func (w *scaleWorld) startProvider(sw *Switch) (*autoscaler.Provider, context.Ca
 
 // run is the crashRun of one provider call: the victim makes it once; recovery is what
 // cluster-autoscaler does on its next loops against a restarted provider (ca). The group must
-// end at want replicas with that many running Machines, gone (if set) gone.
+// end at want replicas with that many running Machines, gone (if set) gone. Cleanup brings the
+// group back to from replicas.
 func (w *scaleWorld) run(from, want int32, call func(context.Context, *autoscaler.Provider) error,
-	ca func(context.Context, *autoscaler.Provider) error, gone string) crashRun {
+	ca func(context.Context, *autoscaler.Provider) error, gone []string) crashRun {
 	return crashRun{
 		victim: func(ctx context.Context, sw *Switch) error {
 			p, stop, err := w.startProvider(sw)
@@ -203,21 +211,27 @@ func (w *scaleWorld) caDecrease(want int32) func(context.Context, *autoscaler.Pr
 
 // caDelete is cluster-autoscaler's scale-down after a failed DeleteNodes: the node is still
 // there and still unneeded, so it is deleted again, until its Machine is on its way out.
-func (w *scaleWorld) caDelete(machine string, del func(context.Context, *autoscaler.Provider) error) func(context.Context, *autoscaler.Provider) error {
+func (w *scaleWorld) caDelete(machines []string, del func(context.Context, *autoscaler.Provider) error) func(context.Context, *autoscaler.Provider) error {
 	return func(ctx context.Context, p *autoscaler.Provider) error {
 		return retry(ctx, func(ctx context.Context) error {
-			m := &clusterv1.Machine{}
-			err := env.Management.Client.Get(ctx, client.ObjectKey{Namespace: scaleNS, Name: machine}, m)
-			if client.IgnoreNotFound(err) != nil {
-				return err
+			var left []string
+			for _, name := range machines {
+				m := &clusterv1.Machine{}
+				err := env.Management.Client.Get(ctx, client.ObjectKey{Namespace: scaleNS, Name: name}, m)
+				if client.IgnoreNotFound(err) != nil {
+					return err
+				}
+				if err == nil && m.DeletionTimestamp.IsZero() {
+					left = append(left, name)
+				}
 			}
-			if err != nil || !m.DeletionTimestamp.IsZero() {
+			if len(left) == 0 {
 				return nil
 			}
 			if err := del(ctx, p); err != nil {
 				return err
 			}
-			return fmt.Errorf("Machine %s still there after DeleteNodes", machine)
+			return fmt.Errorf("Machines %v still there after DeleteNodes", left)
 		})
 	}
 }
@@ -306,29 +320,35 @@ func (w *scaleWorld) machines(ctx context.Context) ([]clusterv1.Machine, error) 
 	return list.Items, nil
 }
 
-func (w *scaleWorld) newestMachine(t *testing.T) *clusterv1.Machine {
+// newestMachines returns the k newest Machines of the group, all provisioned.
+func (w *scaleWorld) newestMachines(t *testing.T, k int) []clusterv1.Machine {
 	t.Helper()
 	ms, err := w.machines(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var newest *clusterv1.Machine
-	for i := range ms {
-		if newest == nil || newest.CreationTimestamp.Before(&ms[i].CreationTimestamp) ||
-			(newest.CreationTimestamp.Equal(&ms[i].CreationTimestamp) && ms[i].Name > newest.Name) {
-			newest = &ms[i]
+	sort.Slice(ms, func(i, j int) bool {
+		ti, tj := ms[i].CreationTimestamp, ms[j].CreationTimestamp
+		if !ti.Equal(&tj) {
+			return tj.Before(&ti)
+		}
+		return ms[i].Name > ms[j].Name
+	})
+	if len(ms) < k {
+		t.Fatalf("%d Machines, want at least %d", len(ms), k)
+	}
+	for _, m := range ms[:k] {
+		if m.Spec.ProviderID == "" {
+			t.Fatalf("Machine %s not provisioned", m.Name)
 		}
 	}
-	if newest == nil || newest.Spec.ProviderID == "" {
-		t.Fatalf("no provisioned Machine in %d", len(ms))
-	}
-	return newest
+	return ms[:k]
 }
 
 // settle waits until compare finds the group at n with nothing extra.
 func (w *scaleWorld) settle(ctx context.Context, n int32) error {
 	return eventually(ctx, runTimeout, func(ctx context.Context) error {
-		missing, leaked := w.compare(ctx, n, "")
+		missing, leaked := w.compare(ctx, n, nil)
 		if len(missing)+len(leaked) > 0 {
 			return fmt.Errorf("group not at %d: missing %v, extra %v", n, missing, leaked)
 		}
@@ -339,7 +359,7 @@ func (w *scaleWorld) settle(ctx context.Context, n int32) error {
 // compare checks the group against want: replicas exactly want (more or fewer is a lost or
 // doubled scale), want Machines running with a tenant Node, none deleting, gone absent; every
 // deletion mark left on a Machine is leaked.
-func (w *scaleWorld) compare(ctx context.Context, want int32, gone string) (missing, leaked []string) {
+func (w *scaleWorld) compare(ctx context.Context, want int32, gone []string) (missing, leaked []string) {
 	md := &clusterv1.MachineDeployment{}
 	if err := env.Management.Client.Get(ctx, client.ObjectKey{Namespace: scaleNS, Name: workers}, md); err != nil {
 		return []string{err.Error()}, nil
@@ -353,7 +373,7 @@ func (w *scaleWorld) compare(ctx context.Context, want int32, gone string) (miss
 	}
 	running := 0
 	for _, m := range ms {
-		if m.Name == gone {
+		if slices.Contains(gone, m.Name) {
 			missing = append(missing, fmt.Sprintf("Machine %s gone (deleting: %v)", m.Name, !m.DeletionTimestamp.IsZero()))
 		}
 		if !m.DeletionTimestamp.IsZero() {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/rest"
 )
 
@@ -29,6 +30,7 @@ var ErrKilled = errors.New("component killed by the crash switch")
 // Event writes are neither counted nor crash points: the component records them
 // asynchronously and nothing depends on them. After the kill they are refused like the rest.
 type Switch struct {
+	id    string // the User-Agent of every request, so audit logs tell this run apart
 	limit int    // 0: never kill, only count
 	kill  func() // cancels the component; called once, outside the lock
 
@@ -43,8 +45,16 @@ type Switch struct {
 // NewSwitch returns a Switch that kills after the limit-th answered write (limit 0: never)
 // by calling kill.
 func NewSwitch(limit int, kill func()) *Switch {
-	return &Switch{limit: limit, kill: kill, killed: make(chan struct{})}
+	return &Switch{id: UserAgentPrefix + "/" + rand.String(10), limit: limit, kill: kill, killed: make(chan struct{})}
 }
+
+// UserAgentPrefix starts the User-Agent the Switch gives every request it passes (replacing the
+// component's own), followed by a random suffix unique to the Switch: the apiservers' audit logs
+// then show which run made which call.
+const UserAgentPrefix = "tenantcloud-crash-switch"
+
+// UserAgent is the User-Agent of this Switch's requests.
+func (s *Switch) UserAgent() string { return s.id }
 
 // Config returns a copy of cfg whose requests pass through the Switch (after any wrapper cfg
 // already has).
@@ -60,6 +70,14 @@ func (s *Switch) Config(cfg *rest.Config) *rest.Config {
 	return cfg
 }
 
+// Exit ends the run without a crash point: whatever the component still sends afterwards (a
+// goroutine that outlived its stop) is refused, as nothing outlives a process's exit.
+func (s *Switch) Exit() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dead = true
+}
+
 // Killed is closed when the component has been killed.
 func (s *Switch) Killed() <-chan struct{} { return s.killed }
 
@@ -68,6 +86,13 @@ func (s *Switch) Dead() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.dead
+}
+
+// Sent is how many counted writes the Switch let through to the apiservers (answered or not).
+func (s *Switch) Sent() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
 }
 
 // Writes are the counted writes the apiservers answered, in order.
@@ -99,6 +124,8 @@ func (rt *switchRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	s.mu.Unlock()
 
+	req = req.Clone(req.Context())
+	req.Header.Set("User-Agent", s.id)
 	resp, err := rt.next.RoundTrip(req)
 	if !counted || err != nil {
 		// A write the transport failed to deliver was not answered; a dying process cannot
@@ -113,6 +140,7 @@ func (rt *switchRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	s.mu.Lock()
 	s.writes = append(s.writes, fmt.Sprintf("%s %s → %d", req.Method, req.URL.Path, resp.StatusCode))
+	last = last && !s.dead // after Exit, the run is over: no crash point any more
 	if last {
 		s.dead = true
 	}

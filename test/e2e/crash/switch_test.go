@@ -73,3 +73,30 @@ func TestSwitchKillsAfterTheNthWrite(t *testing.T) {
 		t.Fatalf("counted writes %q", w)
 	}
 }
+
+// TestSwitchExit: after Exit nothing leaves, and no kill happens.
+func TestSwitchExit(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if got := r.Header.Get("User-Agent"); !strings.HasPrefix(got, UserAgentPrefix+"/") {
+			t.Errorf("User-Agent %q", got)
+		}
+	}))
+	defer srv.Close()
+	sw := NewSwitch(1, func() { t.Error("kill called") })
+	hc, err := rest.HTTPClientFor(sw.Config(&rest.Config{Host: srv.URL, UserAgent: "component"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Get(srv.URL + "/api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	sw.Exit()
+	if _, err := hc.Post(srv.URL+"/api/v1/namespaces", "application/json", strings.NewReader("{}")); !errors.Is(err, ErrKilled) {
+		t.Fatalf("write after Exit: %v", err)
+	}
+	if len(sw.Writes()) != 0 {
+		t.Fatalf("writes %v", sw.Writes())
+	}
+}
