@@ -88,11 +88,12 @@ func ReportRSS(b *testing.B, name string, pid int) {
 	b.ReportMetric(float64(rss)/(1<<20), name+"-rss-MB")
 }
 
-// ReportCalls adds one "<verb>-<resource>-calls/<unit>" metric per audit-log key ("verb
-// resource", as harness.CountByKey returns them), divided by per (e.g. the number of volumes
-// with unit "vol", or the minutes observed with unit "min"). Keys that are not resource
+// ReportCalls adds one "<prefix><verb>-<resource>-calls/<unit>" metric per audit-log key
+// ("verb resource", as harness.CountByKey returns them), divided by per (e.g. the number of volumes
+// with unit "vol", or the minutes observed with unit "min"); prefix tells clusters or
+// components apart in one row. Keys that are not resource
 // requests (no resource: a URI) are summed into "other-calls/<unit>" to keep the table narrow.
-func ReportCalls(b *testing.B, counts map[string]int, per float64, unit string) {
+func ReportCalls(b *testing.B, prefix string, counts map[string]int, per float64, unit string) {
 	other := 0
 	for key, n := range counts {
 		verb, resource, ok := strings.Cut(key, " ")
@@ -100,9 +101,9 @@ func ReportCalls(b *testing.B, counts map[string]int, per float64, unit string) 
 			other += n
 			continue
 		}
-		b.ReportMetric(float64(n)/per, verb+"-"+strings.ReplaceAll(resource, "/", ".")+"-calls/"+unit)
+		b.ReportMetric(float64(n)/per, prefix+verb+"-"+strings.ReplaceAll(resource, "/", ".")+"-calls/"+unit)
 	}
 	if other > 0 {
-		b.ReportMetric(float64(other)/per, "other-calls/"+unit)
+		b.ReportMetric(float64(other)/per, prefix+"other-calls/"+unit)
 	}
 }

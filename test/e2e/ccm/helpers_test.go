@@ -22,7 +22,7 @@ import (
 
 // eventually polls cond until it holds; errors are remembered and retried, as the clusters
 // are eventually consistent.
-func (s *suite) eventually(t *testing.T, what string, cond func() (bool, error)) {
+func (s *suite) eventually(t testing.TB, what string, cond func() (bool, error)) {
 	t.Helper()
 	var last error
 	err := wait.PollUntilContextTimeout(s.ctx, 20*time.Millisecond, waitTimeout, true, func(context.Context) (bool, error) {
@@ -39,7 +39,7 @@ func (s *suite) eventually(t *testing.T, what string, cond func() (bool, error))
 }
 
 // namespace creates a fresh tenant namespace.
-func (s *suite) namespace(t *testing.T, prefix string) string {
+func (s *suite) namespace(t testing.TB, prefix string) string {
 	t.Helper()
 	name := prefix + "-" + strings.ToLower(rand.String(5))
 	s.create(t, s.tenant, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
@@ -48,7 +48,7 @@ func (s *suite) namespace(t *testing.T, prefix string) string {
 
 // lbService creates a tenant Service of type LoadBalancer (TCP 80 unless mut changes it) and
 // deletes it, waiting for its infra Service to go, when the test ends.
-func (s *suite) lbService(t *testing.T, ns, name string, mut func(*corev1.Service)) *corev1.Service {
+func (s *suite) lbService(t testing.TB, ns, name string, mut func(*corev1.Service)) *corev1.Service {
 	t.Helper()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -69,7 +69,7 @@ func (s *suite) lbService(t *testing.T, ns, name string, mut func(*corev1.Servic
 }
 
 // deleteService deletes a tenant Service and waits until it and its infra Service are gone.
-func (s *suite) deleteService(t *testing.T, svc *corev1.Service) {
+func (s *suite) deleteService(t testing.TB, svc *corev1.Service) {
 	t.Helper()
 	if err := s.tenant.Delete(s.ctx, svc); client.IgnoreNotFound(err) != nil {
 		t.Errorf("deleting %s/%s: %v", svc.Namespace, svc.Name, err)
@@ -84,7 +84,7 @@ func (s *suite) deleteService(t *testing.T, svc *corev1.Service) {
 	})
 }
 
-func infraName(t *testing.T, svc *corev1.Service) string {
+func infraName(t testing.TB, svc *corev1.Service) string {
 	t.Helper()
 	name, err := loadbalancer.InfraServiceName(svc.UID)
 	if err != nil {
@@ -106,7 +106,7 @@ func (s *suite) infraGone(svc *corev1.Service) (bool, error) {
 }
 
 // waitInfra waits until the infra Service of svc exists and cond (nil: always) holds.
-func (s *suite) waitInfra(t *testing.T, svc *corev1.Service, what string, cond func(*corev1.Service) bool) *corev1.Service {
+func (s *suite) waitInfra(t testing.TB, svc *corev1.Service, what string, cond func(*corev1.Service) bool) *corev1.Service {
 	t.Helper()
 	key := client.ObjectKey{Namespace: infraNS, Name: infraName(t, svc)}
 	got := &corev1.Service{}
@@ -120,7 +120,7 @@ func (s *suite) waitInfra(t *testing.T, svc *corev1.Service, what string, cond f
 }
 
 // waitTenantIP waits until the tenant Service's status has an address matching ok and returns it.
-func (s *suite) waitTenantIP(t *testing.T, svc *corev1.Service, ok func(netip.Addr) bool) netip.Addr {
+func (s *suite) waitTenantIP(t testing.TB, svc *corev1.Service, ok func(netip.Addr) bool) netip.Addr {
 	t.Helper()
 	var ip netip.Addr
 	s.eventually(t, "tenant Service "+svc.Name+" status address", func() (bool, error) {
@@ -145,7 +145,7 @@ func inPrefix(cidr string) func(netip.Addr) bool {
 }
 
 // waitEvent waits for an Event of reason on the tenant object and returns its message.
-func (s *suite) waitEvent(t *testing.T, obj client.Object, reason string) string {
+func (s *suite) waitEvent(t testing.TB, obj client.Object, reason string) string {
 	t.Helper()
 	var msg string
 	s.eventually(t, fmt.Sprintf("%s event on %s", reason, obj.GetName()), func() (bool, error) {
@@ -165,7 +165,7 @@ func (s *suite) waitEvent(t *testing.T, obj client.Object, reason string) string
 }
 
 // waitInfraEvent waits for an Event of reason on the infra object (written by MetalLB).
-func (s *suite) waitInfraEvent(t *testing.T, namespace, name, reason string) string {
+func (s *suite) waitInfraEvent(t testing.TB, namespace, name, reason string) string {
 	t.Helper()
 	var msg string
 	s.eventually(t, fmt.Sprintf("%s event on infra %s", reason, name), func() (bool, error) {
@@ -185,7 +185,7 @@ func (s *suite) waitInfraEvent(t *testing.T, namespace, name, reason string) str
 }
 
 // mustNotExist fails if the infra Service of svc exists.
-func (s *suite) mustNotExist(t *testing.T, svc *corev1.Service) {
+func (s *suite) mustNotExist(t testing.TB, svc *corev1.Service) {
 	t.Helper()
 	gone, err := s.infraGone(svc)
 	if err != nil {
@@ -197,7 +197,7 @@ func (s *suite) mustNotExist(t *testing.T, svc *corev1.Service) {
 }
 
 // updateTenant mutates a tenant object with conflict retries.
-func (s *suite) updateTenant(t *testing.T, obj client.Object, mutate func()) {
+func (s *suite) updateTenant(t testing.TB, obj client.Object, mutate func()) {
 	t.Helper()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := s.tenant.Get(s.ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
@@ -212,7 +212,7 @@ func (s *suite) updateTenant(t *testing.T, obj client.Object, mutate func()) {
 }
 
 // ownedInfraServices counts the infra LoadBalancer Services the ccm owns for this tenant.
-func (s *suite) ownedInfraServices(t *testing.T) int {
+func (s *suite) ownedInfraServices(t testing.TB) int {
 	t.Helper()
 	var list corev1.ServiceList
 	if err := s.mgmt.List(s.ctx, &list, client.InNamespace(infraNS), client.MatchingLabels{
@@ -224,7 +224,7 @@ func (s *suite) ownedInfraServices(t *testing.T) int {
 }
 
 // infraSlices returns the infra EndpointSlices of the infra Service of svc, by family.
-func (s *suite) infraSlices(t *testing.T, svc *corev1.Service) map[discoveryv1.AddressType][]string {
+func (s *suite) infraSlices(t testing.TB, svc *corev1.Service) map[discoveryv1.AddressType][]string {
 	t.Helper()
 	var list discoveryv1.EndpointSliceList
 	if err := s.mgmt.List(s.ctx, &list, client.InNamespace(infraNS), client.MatchingLabels{discoveryv1.LabelServiceName: infraName(t, svc)}); err != nil {

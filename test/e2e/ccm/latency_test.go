@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
-	"strconv"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,31 +21,35 @@ import (
 // latencyServices is how many Services the latency scenario creates at once (below the quota).
 const latencyServices = 10
 
-// TestStatusLatencyScale is the latency scenario at scale, opt-in (it is a measurement, not a
-// check): CCM_E2E_SCALE=100 go test -run TestStatusLatencyScale ./test/e2e/ccm/
-func TestStatusLatencyScale(t *testing.T) {
-	n, err := strconv.Atoi(os.Getenv("CCM_E2E_SCALE"))
-	if err != nil || n < 1 {
-		t.Skip("set CCM_E2E_SCALE=<number of Services> to measure status latency at scale")
-	}
-	s := startSuite(t, 0)
-	// envtest's service range is a /24 in both clusters; more ClusterIPs come from an extra
-	// ServiceCIDR (networking.k8s.io/v1, GA since Kubernetes 1.33).
-	for _, c := range []client.Client{s.mgmt, s.tenant} {
-		s.create(t, c, &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "scale"},
-			Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.1.0.0/20"}}})
-	}
-	measureStatusLatency(t, s, n, map[string]string{loadbalancer.AnnAddressPool: "bulk"})
-}
-
 // testStatusLatency creates Services in a burst and measures, with watches on both clusters,
 // the time from MetalLB's address appearing on an infra Service to the same address appearing
 // on the tenant Service. It also counts the ccm's API requests per Service from the apiservers'
 // audit logs, when the harness writes them.
 func testStatusLatency(t *testing.T, s *suite) { measureStatusLatency(t, s, latencyServices, nil) }
 
-func measureStatusLatency(t *testing.T, s *suite, n int, annotations map[string]string) {
+func measureStatusLatency(t testing.TB, s *suite, n int, annotations map[string]string) {
 	ns := s.namespace(t, "latency")
+	b := s.propagate(t, ns, n, annotations)
+	lat := slices.Sorted(slices.Values(b.latencies))
+	t.Logf("infra address → tenant status, %d Services: min %s p50 %s p99 %s max %s; all addresses on the tenant %s after the first create",
+		len(lat), lat[0].Round(time.Millisecond), lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond),
+		lat[len(lat)-1].Round(time.Millisecond), b.done.Sub(b.since).Round(time.Millisecond))
+	s.deleteServices(t, b.services)
+	reportAPICalls(t, b.since, b.done, n)
+}
+
+// burst is what propagate measured.
+type burst struct {
+	services    []*corev1.Service
+	latencies   []time.Duration // per Service: infra address seen → same address on the tenant
+	endToEnd    []time.Duration // per Service: created → address on the tenant
+	since, done time.Time       // first create; every address on the tenant
+}
+
+// propagate creates n LoadBalancer Services in ns at once and measures, with watches on both
+// clusters, the time from MetalLB's address appearing on each infra Service to the same
+// address appearing on the tenant Service.
+func (s *suite) propagate(t testing.TB, ns string, n int, annotations map[string]string) burst {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 
@@ -71,51 +72,52 @@ func measureStatusLatency(t *testing.T, s *suite, n int, annotations map[string]
 		mu.Unlock()
 	})
 
-	since := time.Now()
-	var svcs []*corev1.Service
+	b := burst{since: time.Now()}
+	createdAt := map[types.UID]time.Time{}
 	for i := range n {
-		svcs = append(svcs, s.lbService(t, ns, fmt.Sprintf("svc-%04d", i), func(svc *corev1.Service) { svc.Annotations = annotations }))
+		svc := s.lbService(t, ns, fmt.Sprintf("svc-%04d", i), func(svc *corev1.Service) { svc.Annotations = annotations })
+		createdAt[svc.UID] = time.Now()
+		b.services = append(b.services, svc)
 	}
 	s.eventually(t, "every Service's address seen on both sides", func() (bool, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, svc := range svcs {
+		for _, svc := range b.services {
 			if infraAt[svc.UID].IsZero() || tenantAt[svc.UID].IsZero() {
 				return false, nil
 			}
 		}
 		return true, nil
 	})
-	created := time.Now()
-	var lat []time.Duration
+	b.done = time.Now()
 	mu.Lock()
-	for _, svc := range svcs {
-		lat = append(lat, tenantAt[svc.UID].Sub(infraAt[svc.UID]))
+	defer mu.Unlock()
+	for _, svc := range b.services {
+		b.latencies = append(b.latencies, tenantAt[svc.UID].Sub(infraAt[svc.UID]))
+		b.endToEnd = append(b.endToEnd, tenantAt[svc.UID].Sub(createdAt[svc.UID]))
 	}
-	mu.Unlock()
 	if os.Getenv("CCM_E2E_DEBUG") != "" {
-		for _, svc := range svcs {
+		for _, svc := range b.services {
 			t.Logf("DEBUG %s infra %s tenant %s", svc.Name, infraAt[svc.UID].Format("15:04:05.000"), tenantAt[svc.UID].Format("15:04:05.000"))
 		}
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	t.Logf("infra address → tenant status, %d Services: min %s p50 %s p99 %s max %s; all addresses on the tenant %s after the first create",
-		len(lat), lat[0].Round(time.Millisecond), lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond),
-		lat[len(lat)-1].Round(time.Millisecond), created.Sub(since).Round(time.Millisecond))
+	return b
+}
 
+// deleteServices deletes tenant Services and waits until their infra Services are gone.
+func (s *suite) deleteServices(t testing.TB, svcs []*corev1.Service) {
 	for _, svc := range svcs {
-		if err := s.tenant.Delete(s.ctx, svc); err != nil {
+		if err := s.tenant.Delete(s.ctx, svc); client.IgnoreNotFound(err) != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, svc := range svcs {
 		s.deleteService(t, svc)
 	}
-	reportAPICalls(t, since, created, n)
 }
 
 // watchFirstIngress calls seen for every Service event in namespace that carries an address.
-func watchFirstIngress(t *testing.T, ctx context.Context, cfg *rest.Config, namespace string, seen func(*corev1.Service)) {
+func watchFirstIngress(t testing.TB, ctx context.Context, cfg *rest.Config, namespace string, seen func(*corev1.Service)) {
 	t.Helper()
 	c, err := client.NewWithWatch(cfg, client.Options{})
 	if err != nil {
@@ -137,7 +139,7 @@ func watchFirstIngress(t *testing.T, ctx context.Context, cfg *rest.Config, name
 
 // reportAPICalls logs the ccm's requests per Service in both clusters, split into the create
 // phase (until every address was on the tenant) and the delete phase.
-func reportAPICalls(t *testing.T, since, created time.Time, n int) {
+func reportAPICalls(t testing.TB, since, created time.Time, n int) {
 	t.Helper()
 	for _, c := range []struct {
 		cluster *harness.Cluster

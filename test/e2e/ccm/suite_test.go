@@ -60,7 +60,7 @@ var pools = []struct {
 	{"public", "192.0.2.0/27", true},
 	{"internal", "198.51.100.0/28", false},
 	{"foreign", "203.0.113.0/28", false},
-	{"bulk", "10.96.0.0/20", false}, // for the opt-in scale measurement
+	{"bulk", "10.96.0.0/20", false}, // for BenchmarkLBPropagation
 }
 
 var (
@@ -85,7 +85,7 @@ type suite struct {
 var setLogger sync.Once
 
 // startSuite starts everything with loadBalancer.maxServices = quota (0: unlimited).
-func startSuite(t *testing.T, quota int) *suite {
+func startSuite(t testing.TB, quota int) *suite {
 	setLogger.Do(func() { ctrllog.SetLogger(klog.NewKlogr()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -162,7 +162,7 @@ func ipAddressPool(name, cidr string, auto bool) *unstructured.Unstructured {
 
 // startSimulators runs KubeVirt (VM → VMI → launcher pod, infra nodes in zones) and Cluster
 // API/CAPK (MachineDeployment → VM → tenant Node with the uninitialized taint) for cluster.
-func (s *suite) startSimulators(t *testing.T) {
+func (s *suite) startSimulators(t testing.TB) {
 	mgr, err := simmgr.New(env.Management.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +189,7 @@ func (s *suite) startSimulators(t *testing.T) {
 // credentials gives the ccm a namespaced Role in the management cluster (plus get on Nodes for
 // --node-zones), as deploy/ would, and an admin identity in the tenant cluster. It returns the
 // infra and tenant kubeconfig paths.
-func (s *suite) credentials(t *testing.T) [2]string {
+func (s *suite) credentials(t testing.TB) [2]string {
 	infraID, err := env.Management.AddUser(infraUser)
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +226,7 @@ func (s *suite) credentials(t *testing.T) [2]string {
 	return [2]string{infraID.Kubeconfig, tenantID.Kubeconfig}
 }
 
-func (s *suite) writeConfig(t *testing.T, kubeconfigs [2]string, quota int) {
+func (s *suite) writeConfig(t testing.TB, kubeconfigs [2]string, quota int) {
 	cfg := map[string]any{
 		"clusterName":      cluster,
 		"infraNamespace":   infraNS,
@@ -259,7 +259,7 @@ type process struct {
 
 // startCCM runs the binary and waits until it holds the leader lease. Lease timings are short
 // so a restarted ccm takes over within seconds (upstream does not release the lease on exit).
-func (s *suite) startCCM(t *testing.T) {
+func (s *suite) startCCM(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
 	s.runs++
@@ -314,7 +314,7 @@ func (s *suite) leaseHolder() string {
 }
 
 // stopCCM sends SIGTERM and waits for the process to exit.
-func (s *suite) stopCCM(t *testing.T) {
+func (s *suite) stopCCM(t testing.TB) {
 	s.mu.Lock()
 	p := s.ccm
 	s.ccm = nil
@@ -335,7 +335,7 @@ func (s *suite) stopCCM(t *testing.T) {
 	}
 }
 
-func (s *suite) dumpLog(t *testing.T) {
+func (s *suite) dumpLog(t testing.TB) {
 	s.mu.Lock()
 	p := s.ccm
 	s.mu.Unlock()
@@ -355,7 +355,7 @@ func tail(path string, max int) string {
 	return strings.TrimSpace(string(b))
 }
 
-func (s *suite) create(t *testing.T, c client.Client, obj client.Object) {
+func (s *suite) create(t testing.TB, c client.Client, obj client.Object) {
 	t.Helper()
 	if err := c.Create(s.ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)

@@ -105,7 +105,7 @@ func benchVolumeOverhead(b *testing.B, conc int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	stats.ReportCalls(b, harness.CountByKey(events), float64(total), "vol")
+	stats.ReportCalls(b, "", harness.CountByKey(events), float64(total), "vol")
 
 	// Clean up (untimed) so the loop devices are free for the next run.
 	published[warm] = vmName(0)
