@@ -29,7 +29,22 @@ func ParseIPRange(s string) (IPRange, error) {
 	if p != p.Masked() {
 		return IPRange{}, fmt.Errorf("%s has host bits set; the network is %s", p, p.Masked())
 	}
-	return IPRange{First: p.Addr(), Last: lastAddr(p)}, nil
+	return checkMapped(IPRange{First: p.Addr(), Last: lastAddr(p)}, s)
+}
+
+// mappedBlock is ::ffff:0:0/96, the IPv4-mapped IPv6 addresses.
+var mappedBlock = netip.MustParsePrefix("::ffff:0:0/96")
+
+// checkMapped refuses an IPv6 range that reaches into the IPv4-mapped block: tenant addresses
+// in that block are checked as the IPv4 addresses they stand for (as MetalLB treats them), so
+// that part of the grant could never match, and the range would not print back (String) in a
+// form ParseIPRange accepts.
+func checkMapped(r IPRange, s string) (IPRange, error) {
+	first, last := mappedBlock.Addr(), lastAddr(mappedBlock)
+	if r.First.Is6() && !r.Last.Less(first) && !last.Less(r.First) {
+		return IPRange{}, fmt.Errorf("%s overlaps the IPv4-mapped block %s, which is ambiguous; grant IPv4 addresses as IPv4", strings.TrimSpace(s), mappedBlock)
+	}
+	return r, nil
 }
 
 func parseRange(first, last string) (IPRange, error) {
@@ -47,7 +62,7 @@ func parseRange(first, last string) (IPRange, error) {
 	if b.Less(a) {
 		return IPRange{}, fmt.Errorf("range start %s is after end %s", a, b)
 	}
-	return IPRange{First: a, Last: b}, nil
+	return checkMapped(IPRange{First: a, Last: b}, first+"-"+last)
 }
 
 func parseAddr(s string) (netip.Addr, error) {

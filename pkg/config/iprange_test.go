@@ -30,6 +30,12 @@ func TestParseIPRange(t *testing.T) {
 		{in: "fe80::1%eth0-fe80::2", wantErr: "zone"},
 		{in: "::ffff:10.0.0.1-::ffff:10.0.0.9", wantErr: "IPv4-mapped"},
 		{in: "::ffff:10.0.0.0/120", wantErr: "IPv4-mapped"},
+		// Found by FuzzIPRange: these contain the mapped block without starting in it.
+		{in: "::/80", wantErr: "overlaps the IPv4-mapped block"},
+		{in: "::/0", wantErr: "overlaps the IPv4-mapped block"},
+		{in: "::1-::1:0:0:0", wantErr: "overlaps the IPv4-mapped block"},
+		{in: "::1-::fffe:ffff:ffff", want: "::1-::fffe:ffff:ffff"},
+		{in: "::1:0:0:0/112", want: "::1:0:0:0-::1:0:0:ffff"},
 		{in: "", wantErr: "not a CIDR"},
 	}
 	for _, tt := range tests {
