@@ -14,6 +14,7 @@ import (
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tenantcloud/tenantcloud/bench/stats"
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
@@ -40,35 +41,9 @@ func TestCCMFailover(t *testing.T) {
 	start := time.Now()
 	ns := tenantNamespace(t, ctx, "failover")
 
-	var replicas [2]*ccmProc
-	for i := range replicas {
-		p, err := world.startCCM(fmt.Sprintf("ccm-replica-%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		replicas[i] = p
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s log (tail):\n%s", p.Name, p.tail(6000))
-			}
-			if err := p.stop(); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	var leader, standby *ccmProc
-	eventually(t, ctx, "one replica leading", func(context.Context) (bool, error) {
-		for i, p := range replicas {
-			if p.exited() {
-				return false, fmt.Errorf("%s exited: %v\n%s", p.Name, p.err, p.tail(3000))
-			}
-			if p.leads() {
-				leader, standby = p, replicas[1-i]
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	replicas := []*ccmProc{startReplica(t, "ccm-replica-0"), startReplica(t, "ccm-replica-1")}
+	li := leaderOf(t, ctx, replicas)
+	leader, standby := replicas[li], replicas[1-li]
 	if standby.leads() {
 		t.Fatal("both replicas claim the lease")
 	}
@@ -86,24 +61,9 @@ func TestCCMFailover(t *testing.T) {
 		return err == nil, client.IgnoreNotFound(err)
 	})
 
-	leader.kill()
-	killed := time.Now()
-	held, err := lease(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldHolder, lastRenew := *held.Spec.HolderIdentity, held.Spec.RenewTime.Time
-	second := createLB(t, ctx, ns, "failover-1", late)
-
-	var acquired time.Time
-	eventually(t, ctx, "the standby taking over the Lease", func(ctx context.Context) (bool, error) {
-		l, err := lease(ctx)
-		if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == oldHolder {
-			return false, err
-		}
-		acquired = l.Spec.AcquireTime.Time
-		return true, nil
-	})
+	var second *corev1.Service
+	fo := killLeader(t, ctx, leader, func() { second = createLB(t, ctx, ns, "failover-1", late) })
+	killed, lastRenew, acquired := fo.killed, fo.lastRenew, fo.acquired
 	if !standby.leads() {
 		t.Fatalf("the Lease moved to a holder that is not the standby's:\n%s", standby.tail(3000))
 	}
@@ -153,6 +113,101 @@ func TestCCMFailover(t *testing.T) {
 		cleanup.track("lb "+svc.Name+" gone", lbGone(svc))
 	}
 	cleanup.wait(t)
+}
+
+// startReplica starts a ccm replica that the test stops (SIGTERM) when it ends.
+func startReplica(tb testing.TB, name string) *ccmProc {
+	tb.Helper()
+	p, err := world.startCCM(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("%s log (tail):\n%s", p.Name, p.tail(6000))
+		}
+		if err := p.stop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return p
+}
+
+// leaderOf waits until one of replicas holds the Lease and returns its index.
+func leaderOf(tb testing.TB, ctx context.Context, replicas []*ccmProc) int {
+	tb.Helper()
+	leader := -1
+	eventually(tb, ctx, "one replica leading", func(context.Context) (bool, error) {
+		for i, p := range replicas {
+			if p.exited() {
+				return false, fmt.Errorf("%s exited: %v\n%s", p.Name, p.err, p.tail(3000))
+			}
+			if p.leads() {
+				leader = i
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return leader
+}
+
+// failover is one leader kill as the Lease recorded it.
+type failover struct {
+	killed    time.Time // when the leader got SIGKILL
+	lastRenew time.Time // the killed leader's last renewal
+	acquired  time.Time // when another replica acquired the Lease
+}
+
+// killLeader kills leader with SIGKILL, runs meanwhile (nil: nothing) while nobody leads, and
+// waits until another identity holds the Lease.
+func killLeader(tb testing.TB, ctx context.Context, leader *ccmProc, meanwhile func()) failover {
+	tb.Helper()
+	leader.kill()
+	f := failover{killed: time.Now()}
+	held, err := lease(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	oldHolder := *held.Spec.HolderIdentity
+	f.lastRenew = held.Spec.RenewTime.Time
+	if meanwhile != nil {
+		meanwhile()
+	}
+	eventually(tb, ctx, "another replica taking over the Lease", func(ctx context.Context) (bool, error) {
+		l, err := lease(ctx)
+		if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == oldHolder {
+			return false, err
+		}
+		f.acquired = l.Spec.AcquireTime.Time
+		return true, nil
+	})
+	return f
+}
+
+// BenchmarkCCMFailover kills the leading one of two ccm replicas b.N times (a fresh replica
+// replaces each killed one) and reports how long the Lease took to move: from the kill
+// (failover) and from the killed leader's last renewal (expiry; never below the lease
+// duration, 4 s). Run with -benchtime=Nx: one failover takes about five seconds.
+func BenchmarkCCMFailover(b *testing.B) {
+	if skipReason != "" {
+		b.Skip("simulated infra with real disks unavailable: " + skipReason)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	replicas := []*ccmProc{startReplica(b, "ccm-bench-0"), startReplica(b, "ccm-bench-1")}
+	var fromKill, fromRenew stats.Latencies
+	b.ResetTimer()
+	for n := range b.N {
+		li := leaderOf(b, ctx, replicas)
+		f := killLeader(b, ctx, replicas[li], nil)
+		fromKill.Add(f.acquired.Sub(f.killed))
+		fromRenew.Add(f.acquired.Sub(f.lastRenew))
+		replicas[li] = startReplica(b, fmt.Sprintf("ccm-bench-%d", n+2))
+	}
+	b.StopTimer()
+	fromKill.Report(b, "failover")
+	fromRenew.Report(b, "expiry")
 }
 
 // TestCSIControllerReplicas: csi-controller has no leader election of its own. In the chart

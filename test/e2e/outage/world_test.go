@@ -344,10 +344,10 @@ func lease(ctx context.Context) (*coordinationv1.Lease, error) {
 }
 
 // eventually waits until cond holds; errors (an apiserver that is down) are retried.
-func eventually(t *testing.T, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
-	t.Helper()
+func eventually(tb testing.TB, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
+	tb.Helper()
 	if err := harness.WaitFor(ctx, waitTimeout, cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
+		tb.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
