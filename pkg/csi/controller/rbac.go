@@ -7,18 +7,20 @@ import rbacv1 "k8s.io/api/rbac/v1"
 // VMs or VMIs themselves (virt-api writes them for the addvolume/removevolume subresources).
 // test/e2e/csicontroller runs the real binary bound to exactly these rules. /readyz (Probe) is
 // readable by every authenticated user through the default system:public-info-viewer role.
+// Typed objects are read from the informer cache only (list/watch, never a live get);
+// test/e2e/deploy removes each verb in turn and names the scenario that then fails.
 func InfraRBACRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		// Volumes: created, listed/watched (scoped cache), deleted; capacity annotation patched
 		// on expansion.
 		{APIGroups: []string{"cdi.kubevirt.io"}, Resources: []string{"datavolumes"},
-			Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
+			Verbs: []string{"list", "watch", "create", "delete", "patch"}},
 		// CDI's claims: watched for resize progress and health, patched to expand.
 		{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims"},
-			Verbs: []string{"get", "list", "watch", "patch"}},
+			Verbs: []string{"list", "watch", "patch"}},
 		// The tenant's VMs: node IDs resolve to them, attachments are read from them.
 		{APIGroups: []string{"kubevirt.io"}, Resources: []string{"virtualmachines", "virtualmachineinstances"},
-			Verbs: []string{"get", "list", "watch"}},
+			Verbs: []string{"list", "watch"}},
 		// Hot-plug through virt-api (PUT = update on the subresource).
 		{APIGroups: []string{"subresources.kubevirt.io"},
 			Resources: []string{"virtualmachines/addvolume", "virtualmachines/removevolume",

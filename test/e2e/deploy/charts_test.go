@@ -119,17 +119,11 @@ func roleOf(t *testing.T, objs []*unstructured.Unstructured, name string) *rbacv
 // normalize flattens rules to sorted "group/resource:verb" strings.
 func normalize(rules []rbacv1.PolicyRule) []string {
 	var out []string
-	for _, r := range rules {
-		for _, g := range r.APIGroups {
-			for _, res := range r.Resources {
-				for _, v := range r.Verbs {
-					out = append(out, g+"/"+res+":"+v)
-				}
-			}
-		}
+	for _, p := range perms(rules) {
+		out = append(out, p.group+"/"+p.resource+":"+p.verb)
 	}
 	slices.Sort(out)
-	return slices.Compact(out)
+	return out
 }
 
 func unstructuredString(obj map[string]any, fields ...string) (string, bool, error) {
