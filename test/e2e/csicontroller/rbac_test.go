@@ -51,53 +51,10 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	if err := createNamespaceAndVM(ctx, ns, cluster, "rbac-w1"); err != nil {
 		t.Fatal(err)
 	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "csi-controller"}, Rules: MinimalRules}
-	if err := kube().Create(ctx, role); err != nil {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "csi-controller"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
-	}
-	if err := kube().Create(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
-	u, err := env.Management.AddUser(user)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	dir := t.TempDir()
-	bin := buildController(t, dir)
-	cfg := config.Config{ClusterName: cluster, InfraNamespace: ns, InfraKubeconfig: u.Kubeconfig, Storage: fixtureStorage()}
-	raw, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	endpoint := "unix://" + filepath.Join(dir, "csi.sock")
-	out := runBinary(t, bin, "--config", cfgPath, "--endpoint", endpoint, "--metrics-bind-address", "127.0.0.1:0", "-v", "2")
-
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	role, kubeconfig := grantInfraRole(t, ns, user)
+	bc := runController(t, ns, cluster, kubeconfig)
+	out, cc := bc.out, bc.cc
 	tn.ctrl = nil
-	cc := csi.NewControllerClient(conn)
-	ids := csi.NewIdentityClient(conn)
-	info, err := ids.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}, grpc.WaitForReady(true))
-	if err != nil || info.GetName() != tccsi.DriverName {
-		t.Fatalf("GetPluginInfo = %v, %v\n%s", info, err, out)
-	}
-	probe, err := ids.Probe(ctx, &csi.ProbeRequest{})
-	if err != nil || !probe.GetReady().GetValue() {
-		t.Fatalf("Probe = %v, %v\n%s", probe, err, out)
-	}
 
 	vol, err := cc.CreateVolume(callCtx(t), createReq("pvc-rbac", 16*mib))
 	if err != nil {
@@ -207,6 +164,75 @@ func checkMetrics(t *testing.T, log string) {
 	}
 }
 
+// grantInfraRole binds a new user to MinimalRules in ns and returns the Role and the user's
+// kubeconfig.
+func grantInfraRole(tb testing.TB, ns, user string) (*rbacv1.Role, string) {
+	tb.Helper()
+	ctx := testCtx(tb)
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "csi-controller"}, Rules: MinimalRules}
+	if err := kube().Create(ctx, role); err != nil {
+		tb.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "csi-controller"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+	}
+	if err := kube().Create(ctx, binding); err != nil {
+		tb.Fatal(err)
+	}
+	u, err := env.Management.AddUser(user)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return role, u.Kubeconfig
+}
+
+// binaryController is the real csi-controller binary serving one tenant.
+type binaryController struct {
+	out  *syncBuffer
+	cmd  *exec.Cmd
+	conn *grpc.ClientConn
+	cc   csi.ControllerClient
+}
+
+// runController builds and starts cmd/csi-controller for (ns, cluster) with the infra
+// kubeconfig, its metrics endpoint on a free port, and returns once it answers Probe as ready.
+// It is stopped (SIGTERM, exit 0 checked) when the test ends.
+func runController(tb testing.TB, ns, cluster, kubeconfig string) *binaryController {
+	tb.Helper()
+	dir := tb.TempDir()
+	bin := buildController(tb, dir)
+	cfg := config.Config{ClusterName: cluster, InfraNamespace: ns, InfraKubeconfig: kubeconfig, Storage: fixtureStorage()}
+	raw, err := yaml.Marshal(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	endpoint := "unix://" + filepath.Join(dir, "csi.sock")
+	bc := &binaryController{}
+	bc.out, bc.cmd = runBinary(tb, bin, "--config", cfgPath, "--endpoint", endpoint, "--metrics-bind-address", "127.0.0.1:0", "-v", "2")
+	if bc.conn, err = grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = bc.conn.Close() })
+	bc.cc = csi.NewControllerClient(bc.conn)
+	ids := csi.NewIdentityClient(bc.conn)
+	ctx := testCtx(tb)
+	info, err := ids.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}, grpc.WaitForReady(true))
+	if err != nil || info.GetName() != tccsi.DriverName {
+		tb.Fatalf("GetPluginInfo = %v, %v\n%s", info, err, bc.out)
+	}
+	probe, err := ids.Probe(ctx, &csi.ProbeRequest{})
+	if err != nil || !probe.GetReady().GetValue() {
+		tb.Fatalf("Probe = %v, %v\n%s", probe, err, bc.out)
+	}
+	return bc
+}
+
 // waitAllowed waits until RBAC lets user update virtualmachines/addvolume in ns (or not): role
 // changes reach the apiserver's authorizer through its informers, a moment later.
 func waitAllowed(t *testing.T, ns, user string, want bool) {
@@ -232,7 +258,7 @@ func createNamespaceAndVM(ctx context.Context, ns, cluster, vm string) error {
 }
 
 // buildController builds cmd/csi-controller into dir.
-func buildController(t *testing.T, dir string) string {
+func buildController(t testing.TB, dir string) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -265,7 +291,7 @@ func (s *syncBuffer) String() string {
 }
 
 // runBinary starts bin and stops it with SIGTERM at the end of the test, checking it exits 0.
-func runBinary(t *testing.T, bin string, args ...string) *syncBuffer {
+func runBinary(t testing.TB, bin string, args ...string) (*syncBuffer, *exec.Cmd) {
 	t.Helper()
 	out := &syncBuffer{}
 	cmd := exec.Command(bin, args...)
@@ -295,5 +321,5 @@ func runBinary(t *testing.T, bin string, args ...string) *syncBuffer {
 			fmt.Fprintf(os.Stderr, "csi-controller output:\n%s\n", out)
 		}
 	})
-	return out
+	return out, cmd
 }
