@@ -2,8 +2,6 @@ package deploy_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -75,15 +73,7 @@ func localConfig(t *testing.T, objs []*unstructured.Unstructured, dir, infraKube
 		t.Fatal(err)
 	}
 	cfg["infraKubeconfig"], cfg["tenantKubeconfig"] = infraKubeconfig, tenantKubeconfig
-	data, err := sigsyaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeYAML(t, dir, "config.yaml", cfg)
 }
 
 // bindChartRole creates the rendered Role/ClusterRole named name and the binding of the same

@@ -442,7 +442,7 @@ var built = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return dir, buildPrograms(dir, "ccm", "csi-controller")
+	return dir, buildPrograms(dir, "ccm", "csi-controller", "csi-node")
 })
 
 func programs(t *testing.T) string {
