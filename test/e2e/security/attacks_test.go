@@ -10,6 +10,8 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/tenantcloud/tenantcloud/test/infrastate"
 )
 
 // attack is one row of the table: what a hostile alpha admin tries, what must happen, and the
@@ -20,7 +22,7 @@ type attack struct {
 }
 
 // outcome is what an attempt saw, for the table, and the infra objects it may legitimately
-// create or change (keys as in infraState), e.g. the load balancer of an accepted Service whose
+// create or change (keys as infrastate.Key makes them), e.g. the load balancer of an accepted Service whose
 // forbidden fields were dropped.
 type outcome struct {
 	result string
@@ -46,7 +48,7 @@ func TestAttacks(t *testing.T) {
 			before := w.snapshot(t)
 			out = a.run(t, w)
 			w.ccm.alive(t)
-			if d := before.diff(w.snapshot(t), out.allow...); len(d) > 0 {
+			if d := before.Diff(w.snapshot(t), out.allow...); len(d) > 0 {
 				t.Errorf("infra objects changed by a refused attack:\n  %s", strings.Join(d, "\n  "))
 			}
 		})
@@ -86,8 +88,10 @@ func (w *world) control(t *testing.T) {
 	if err := w.publish(t, w.alphaVol, w.alphaVM); err != nil {
 		t.Fatalf("control: publishing our own volume: %v", err)
 	}
-	d := before.diff(w.snapshot(t))
-	if !slices.ContainsFunc(d, func(s string) bool { return strings.HasPrefix(s, "changed VM "+infraNS+"/"+w.alphaVM+" ") }) {
+	d := before.Diff(w.snapshot(t))
+	if !slices.ContainsFunc(d, func(s string) bool {
+		return strings.HasPrefix(s, "changed "+infrastate.KeyOf("VM", infraNS, w.alphaVM)+" ")
+	}) {
 		t.Fatalf("control: the infra diff does not see a hot-plug into %s: %v", w.alphaVM, d)
 	}
 	if err := w.unpublish(t, w.alphaVol, w.alphaVM); err != nil {
@@ -103,7 +107,7 @@ func (w *world) settle(t *testing.T) {
 	prev := w.snapshot(t)
 	w.eventually(t, "infra objects settled", func() (bool, error) {
 		cur := w.snapshot(t)
-		same := len(prev.diff(cur)) == 0
+		same := len(prev.Diff(cur)) == 0
 		prev = cur
 		return same, nil
 	})

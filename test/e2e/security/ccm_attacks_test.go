@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/infrastate"
 )
 
 // lbService creates a tenant LoadBalancer Service (TCP 80 unless mut changes it) in a fresh
@@ -69,13 +70,13 @@ func (w *world) infraName(t *testing.T, svc *corev1.Service) string {
 	return name
 }
 
-// infraKeys are the infra objects of svc's load balancer, as infraState names them.
+// infraKeys are the infra objects of svc's load balancer, as infrastate.Key names them.
 func (w *world) infraKeys(t *testing.T, svc *corev1.Service) []string {
 	name := w.infraName(t, svc)
 	return []string{
-		"Service " + infraNS + "/" + name,
-		"EndpointSlice " + infraNS + "/" + loadbalancer.EndpointSliceName(name, corev1.IPv4Protocol),
-		"EndpointSlice " + infraNS + "/" + loadbalancer.EndpointSliceName(name, corev1.IPv6Protocol),
+		infrastate.KeyOf("Service", infraNS, name),
+		infrastate.KeyOf("EndpointSlice", infraNS, loadbalancer.EndpointSliceName(name, corev1.IPv4Protocol)),
+		infrastate.KeyOf("EndpointSlice", infraNS, loadbalancer.EndpointSliceName(name, corev1.IPv6Protocol)),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/infrastate"
 )
 
 func (w *world) publish(t *testing.T, vol, nodeID string) error {
@@ -151,7 +152,7 @@ func volumeKeys(names ...string) []string {
 	var out []string
 	for _, n := range names {
 		id := controller.VolumeID(cluster, n)
-		out = append(out, "DataVolume "+infraNS+"/"+id, "PVC "+infraNS+"/"+id)
+		out = append(out, infrastate.KeyOf("DataVolume", infraNS, id), infrastate.KeyOf("PVC", infraNS, id))
 	}
 	return out
 }

@@ -3,7 +3,6 @@ package security_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +32,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	asfixture "github.com/tenantcloud/tenantcloud/test/e2e/autoscaler/fixture"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"
@@ -324,24 +324,10 @@ func (w *world) createVolume(t *testing.T, c *fixture.Controller, name string, s
 // reaches it.
 func (w *world) startProvider(t *testing.T) protos.CloudProviderClient {
 	t.Helper()
-	ic, err := infra.NewWithOptions(env.Management.Config, w.scope, autoscaler.InfraOptions())
+	p, err := asfixture.StartProvider(w.ctx, env.Management.Config, env.Tenant.Config, w.scope)
 	w.must(t, err)
-	nodes, err := autoscaler.NewNodeCache(env.Tenant.Config)
-	w.must(t, err)
-	p, err := autoscaler.New(w.ctx, autoscaler.Config{Infra: ic, Nodes: nodes})
-	w.must(t, err)
-	w.must(t, p.Start(w.ctx))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	w.must(t, err)
-	srv := autoscaler.NewServer(p, nil)
-	srv.SetReady()
-	go func() { _ = srv.GRPC.Serve(lis) }()
-	t.Cleanup(func() { srv.Stop(time.Second) })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(autoscaler.Codec())))
-	w.must(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	return protos.NewCloudProviderClient(conn)
+	t.Cleanup(func() { _ = p.Stop() })
+	return p.Client
 }
 
 // startNode runs alpha's csi-node for the worker VM, seeing that VM's disks, served on a unix
