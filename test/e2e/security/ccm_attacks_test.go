@@ -2,6 +2,7 @@ package security_test
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -288,7 +289,7 @@ func (w *world) neverInitialised(t *testing.T, name, providerID string) outcome 
 	watcher, err := wc.Watch(w.ctx, &corev1.NodeList{}, client.MatchingFields{"metadata.name": name})
 	w.must(t, err)
 	defer watcher.Stop()
-	w.craftedNode(t, name, providerID)
+	w.craftedNode(t, name, providerID, nil)
 	foreign := append(append([]string{}, w.betaVMAddresses...), w.gammaVMAddresses...)
 	events := 0
 	for ev := range watcher.ResultChan() {
@@ -329,6 +330,28 @@ func nodeAttacks() []attack {
 		}},
 		{"7d", "Node with providerID kubevirt://../tenant-b/gamma-w1", "never initialised, deleted", func(t *testing.T, w *world) outcome {
 			return w.neverInitialised(t, "crafted-traversal", "kubevirt://../"+otherNS+"/"+gammaVM)
+		}},
+		{"7f", "Node claiming our VM with provided-node-ip = beta's IP", "never initialised; beta's IP never an address", func(t *testing.T, w *world) outcome {
+			foreignIP := w.betaVMAddresses[0]
+			n := w.craftedNode(t, "crafted-node-ip", infra.ProviderID(w.alphaVM), func(n *corev1.Node) {
+				n.Annotations = map[string]string{providedNodeIP: foreignIP}
+			})
+			// The ccm says why it refuses in its log; only then is "still uninitialised" a
+			// result rather than a race.
+			w.eventually(t, "the ccm refusing the provided node IP", func() (bool, error) {
+				b, err := os.ReadFile(w.ccm.log)
+				return strings.Contains(string(b), "matches ip: "+foreignIP), err
+			})
+			w.must(t, w.tenant.Get(w.ctx, client.ObjectKeyFromObject(n), n))
+			if !hasTaint(n, uninitializedTaint) {
+				t.Errorf("Node claiming our VM with a foreign node IP was initialised")
+			}
+			for _, a := range n.Status.Addresses {
+				if slices.Contains(w.betaVMAddresses, a.Address) {
+					t.Errorf("Node got beta's address %s", a.Address)
+				}
+			}
+			return refused("ccm: no cloud address matches " + foreignIP + "; still tainted, no foreign address")
 		}},
 		{"7e", "Node and providerID names of 253 chars", "never initialised, deleted", func(t *testing.T, w *world) outcome {
 			return w.neverInitialised(t, long253(), infra.ProviderID(long253()))

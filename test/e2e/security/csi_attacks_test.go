@@ -61,7 +61,7 @@ func nodeIDAttacks() []attack {
 			return refused(code(t, "publish to CSINode nodeID "+got.Spec.Drivers[0].NodeID, w.publish(t, w.alphaVol, got.Spec.Drivers[0].NodeID), codes.NotFound))
 		}},
 		{"2e", "Node providerID = beta's VM → csi-node identity → (un)publish", "publish NotFound; unpublish no-op", func(t *testing.T, w *world) outcome {
-			n := w.craftedNode(t, "evil-identity", infra.ProviderID(betaVM))
+			n := w.craftedNode(t, "evil-identity", infra.ProviderID(betaVM), nil)
 			// Read back at once: the ccm's lifecycle controller deletes such a Node soon.
 			w.must(t, w.tenant.Get(w.ctx, client.ObjectKeyFromObject(n), n))
 			id, err := node.IdentityFromNode(n)
@@ -284,12 +284,15 @@ func csiMalformedAttacks() []attack {
 // craftedNode registers a tenant Node as a hostile admin can (no kubelet needed), with the
 // uninitialized taint a real kubelet under an external cloud provider sets, and removes it at
 // the end of the test.
-func (w *world) craftedNode(t *testing.T, name, providerID string) *corev1.Node {
+func (w *world) craftedNode(t *testing.T, name, providerID string, mut func(*corev1.Node)) *corev1.Node {
 	t.Helper()
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.NodeSpec{ProviderID: providerID,
 			Taints: []corev1.Taint{{Key: uninitializedTaint, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
+	}
+	if mut != nil {
+		mut(n)
 	}
 	w.create(t, w.tenant, n)
 	t.Cleanup(func() { _ = w.tenant.Delete(context.Background(), n) })

@@ -382,7 +382,12 @@ func (w *world) waitWorker(t *testing.T) (vm, nodeName string) {
 	return vm, nodeName
 }
 
-const uninitializedTaint = "node.cloudprovider.kubernetes.io/uninitialized"
+const (
+	uninitializedTaint = "node.cloudprovider.kubernetes.io/uninitialized"
+	// providedNodeIP is the annotation a kubelet under an external cloud provider writes from
+	// --node-ip; the cloud node controller only accepts an IP the cloud reports for the VM.
+	providedNodeIP = "alpha.kubernetes.io/provided-node-ip"
+)
 
 func hasTaint(n *corev1.Node, key string) bool {
 	for _, t := range n.Spec.Taints {
