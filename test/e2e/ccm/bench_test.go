@@ -1,11 +1,16 @@
 package ccm
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcloud/tenantcloud/bench/stats"
@@ -25,9 +30,10 @@ import (
 // upstream service controller, the ccm's infra create, MetalLB's allocation and the status
 // propagation together.
 //
-// The ccm's API requests per Service during the burst, from both apiservers' audit logs, go in
-// the row too (mgmt-*, tenant-*; leader-election renewals left out). Goal: p99 ≤ 300 ms and
-// no LIST (a list-* column would show one).
+// The ccm's API requests per Service during the burst and per minute while the n Services stand
+// idle (idle-*), from both apiservers' audit logs, go in the row too (mgmt-*, tenant-*;
+// leader-election renewals left out), and the ccm's RSS with n Services. Goal: p99 ≤ 300 ms
+// and no LIST (a list-* column would show one); idle: no requests at all.
 func BenchmarkLBPropagation(b *testing.B) {
 	s := startSuite(b, 0)
 	// envtest's service range is a /24 in both clusters; more ClusterIPs come from an extra
@@ -41,6 +47,14 @@ func BenchmarkLBPropagation(b *testing.B) {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
 			ns := s.namespace(b, "bench")
 			burst := s.propagate(b, ns, n, bulk)
+			// Events trail the statuses (each recorder writes them one at a time); the idle
+			// window starts once they are all in.
+			eventsIn := s.waitServiceEvents(b, ns, burst.services)
+			// Idle with the n Services standing: an observation window, not a wait for anything.
+			idleSince := time.Now()
+			<-time.After(idleWindow)
+			idleUntil := time.Now()
+
 			one := s.namespace(b, "bench-one")
 			var oneLat, oneE2E stats.Latencies
 			for b.Loop() {
@@ -62,27 +76,70 @@ func BenchmarkLBPropagation(b *testing.B) {
 			burstLat.Report(b, "burst")
 			burstE2E.Report(b, "burst-e2e")
 			b.ReportMetric(float64(burst.done.Sub(burst.since).Milliseconds()), "burst-all-ms")
-			reportBurstCalls(b, burst, n)
+			b.ReportMetric(float64(eventsIn.Sub(burst.done).Milliseconds()), "events-lag-ms")
+			reportCalls(b, "", burst.since, burst.done, float64(n), "svc")
+			reportCalls(b, "idle-", idleSince, idleUntil, idleUntil.Sub(idleSince).Minutes(), "min")
+			s.mu.Lock()
+			pid := s.ccm.cmd.Process.Pid
+			s.mu.Unlock()
+			stats.ReportRSS(b, "ccm", pid)
 			s.deleteServices(b, burst.services)
 		})
 	}
 }
 
-// reportBurstCalls adds the ccm's requests per Service in the burst, by cluster, verb and
-// resource.
-func reportBurstCalls(b *testing.B, burst burst, n int) {
+// waitServiceEvents waits until every Service in svcs has its EnsuredLoadBalancer (upstream
+// service controller) and IPAssigned (ccm) Events and returns when that was seen.
+func (s *suite) waitServiceEvents(b *testing.B, ns string, svcs []*corev1.Service) time.Time {
+	b.Helper()
+	// Listing thousands of Events: poll gently, and wait as long as a slow box needs.
+	err := wait.PollUntilContextTimeout(s.ctx, 250*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+		var events corev1.EventList
+		if err := s.tenant.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return false, nil // retried; the deadline reports it
+		}
+		seen := map[string]map[types.UID]bool{"EnsuredLoadBalancer": {}, loadbalancer.ReasonIPAssigned: {}}
+		for _, e := range events.Items {
+			if m, ok := seen[e.Reason]; ok {
+				m[e.InvolvedObject.UID] = true
+			}
+		}
+		for _, svc := range svcs {
+			for _, m := range seen {
+				if !m[svc.UID] {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		b.Fatalf("waiting for the Services' Events: %v", err)
+	}
+	return time.Now()
+}
+
+// idleWindow is how long BenchmarkLBPropagation watches the ccm's requests with the Services
+// standing and nothing changing.
+const idleWindow = 20 * time.Second
+
+// reportCalls adds the ccm's requests between since and until, by cluster (mgmt-, tenant-),
+// verb and resource, divided by per. Lease requests are left out: leader election renews at
+// the suite's short retry period, a setting, not load.
+func reportCalls(b *testing.B, prefix string, since, until time.Time, per float64, unit string) {
 	for _, c := range []struct {
 		prefix  string
 		cluster *harness.Cluster
 		user    string
 	}{{"mgmt-", env.Management, infraUser}, {"tenant-", env.Tenant, tenantUser}} {
-		events, err := c.cluster.AuditEvents(burst.since, func(e harness.AuditEvent) bool {
+		events, err := c.cluster.AuditEvents(since, func(e harness.AuditEvent) bool {
 			return harness.ByUser(c.user)(e) && e.ObjectRef != nil && e.ObjectRef.Resource != "leases" &&
-				e.StageTimestamp.Before(burst.done)
+				e.StageTimestamp.Before(until)
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
-		stats.ReportCalls(b, c.prefix, harness.CountByKey(events), float64(n), "svc")
+		stats.ReportCalls(b, prefix+c.prefix, harness.CountByKey(events), per, unit)
+		b.ReportMetric(float64(len(events))/per, prefix+c.prefix+"calls/"+unit)
 	}
 }
