@@ -147,7 +147,7 @@ func phase(f func(ctx context.Context) error) error {
 func checkNow(check func(ctx context.Context) (missing, leaked []string)) (missing, leaked []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
-	_ = eventually(ctx, 15*time.Second, func(ctx context.Context) error {
+	_ = eventually(ctx, 30*time.Second, func(ctx context.Context) error {
 		missing, leaked = check(ctx)
 		if len(missing)+len(leaked) > 0 {
 			return fmt.Errorf("missing %v, leaked %v", missing, leaked)

@@ -3,6 +3,7 @@ package crash
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -35,6 +36,16 @@ const phaseDelay = 20 * time.Millisecond
 // TestMain runs the harness and the whole simulator (MetalLB included) once for the package.
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(klog.NewKlogr())
+	// The three scenarios mostly wait for simulated phases, not for CPU: run them all at once
+	// even on two cores (go test's -parallel defaults to GOMAXPROCS) unless -parallel is given.
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", "3"); err != nil {
+			fmt.Fprintf(os.Stderr, "setting -test.parallel: %v\n", err)
+		}
+	}
 	os.Exit(harness.MainWith(m, &env, func(e *harness.Env) (func() error, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -15,9 +16,12 @@ import (
 // ErrKilled instead of the answer, and nothing leaves the process afterwards; reads and Events
 // are not crash points.
 func TestSwitchKillsAfterTheNthWrite(t *testing.T) {
+	var mu sync.Mutex // the handler runs on the server's goroutines
 	var seen []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
 		w.WriteHeader(http.StatusCreated)
 	}))
 	defer srv.Close()
@@ -66,6 +70,8 @@ func TestSwitchKillsAfterTheNthWrite(t *testing.T) {
 	}
 	want := []string{"GET /api/v1/namespaces/a/pods", "POST /api/v1/namespaces/a/events", "POST /api/v1/namespaces/a/services",
 		"PUT /apis/subresources.kubevirt.io/v1/namespaces/a/virtualmachines/vm/addvolume"}
+	mu.Lock()
+	defer mu.Unlock()
 	if strings.Join(seen, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("server saw %q, want %q", seen, want)
 	}

@@ -41,6 +41,8 @@ type csiWorld struct {
 // operation, and checks that the call retried against a fresh controller — as the CSI
 // sidecars do — converges with no DataVolume, claim or hot-plugged volume left over.
 func TestCSIControllerCrash(t *testing.T) {
+	// The three components' scenarios share nothing but the simulator and run side by side.
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := fixture.CreateNamespace(ctx, env.Management.Client, csiNS); err != nil {
