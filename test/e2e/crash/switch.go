@@ -1,6 +1,3 @@
-// Package crash kills tenantcloud components after each API write in turn and checks that a
-// restarted component converges with nothing leaked. Switch is the kill mechanism; the
-// scenarios are this package's tests.
 package crash
 
 import (
