@@ -18,6 +18,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/bench/stats"
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // BenchmarkLoop1000Nodes measures what cluster-autoscaler asks every loop, against the real
@@ -39,6 +40,7 @@ func BenchmarkLoop1000Nodes(b *testing.B) {
 	cl := protos.NewCloudProviderClient(p.dial(b))
 
 	var forNode, nodeGroups, targetSize stats.Latencies
+	since := time.Now()
 	for b.Loop() {
 		if _, err := cl.Refresh(ctx, &protos.RefreshRequest{}); err != nil {
 			b.Fatal(err)
@@ -66,10 +68,38 @@ func BenchmarkLoop1000Nodes(b *testing.B) {
 			}
 		}
 	}
+	until := time.Now()
+	reportSteadyCalls(b, since, until)
 	forNode.Report(b, "nodegroupfornode")
 	nodeGroups.Report(b, "nodegroups")
 	targetSize.Report(b, "targetsize")
 	stats.ReportRSS(b, "autoscaler-provider", p.cmd.Process.Pid)
+}
+
+// reportSteadyCalls adds the provider's requests per minute to both apiservers between since
+// and until, by verb and resource, from their audit logs: CA's loop is answered from the
+// informer caches, so the goal is none at all.
+func reportSteadyCalls(b *testing.B, since, until time.Time) {
+	minutes := until.Sub(since).Minutes()
+	// A zero below must mean no requests, not a filter that matches nothing: the provider's
+	// start-up LISTs are in the log under the same user agent.
+	all, err := env.Management.AuditEvents(time.Time{}, harness.ByUserAgentPrefix("tenantcloud-autoscaler-provider/"))
+	if err != nil || len(all) == 0 {
+		b.Fatalf("no requests by the provider's user agent in the audit log (%v)", err)
+	}
+	for _, c := range []struct {
+		prefix  string
+		cluster *harness.Cluster
+	}{{"loop-mgmt-", env.Management}, {"loop-tenant-", env.Tenant}} {
+		events, err := c.cluster.AuditEvents(since, func(e harness.AuditEvent) bool {
+			return harness.ByUserAgentPrefix("tenantcloud-autoscaler-provider/")(e) && e.StageTimestamp.Before(until)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		stats.ReportCalls(b, c.prefix, harness.CountByKey(events), minutes, "min")
+		b.ReportMetric(float64(len(events))/minutes, c.prefix+"calls/min")
+	}
 }
 
 // populate creates groups × perGroup registered Machines (with MachineDeployments, MachineSets
