@@ -36,3 +36,22 @@ func TestRSSOfSelf(t *testing.T) {
 		t.Fatal("RSS of a missing process must fail")
 	}
 }
+
+func TestReportCalls(t *testing.T) {
+	r := testing.Benchmark(func(b *testing.B) {
+		for b.Loop() {
+		}
+		ReportCalls(b, "mgmt-", map[string]int{
+			"create datavolumes": 10, "update virtualmachines/addvolume": 5, "get /version": 2, "get /healthz": 2,
+		}, 5, "vol")
+	})
+	for name, want := range map[string]float64{
+		"mgmt-create-datavolumes-calls/vol":               2,
+		"mgmt-update-virtualmachines.addvolume-calls/vol": 1,
+		"mgmt-other-calls/vol":                            0.8,
+	} {
+		if got := r.Extra[name]; got != want {
+			t.Errorf("%s = %v, want %v (all: %v)", name, got, want, r.Extra)
+		}
+	}
+}
