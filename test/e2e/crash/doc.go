@@ -11,9 +11,9 @@
 // what its caller does after a crash — the CSI sidecars repeat the call, cluster-autoscaler
 // re-reads the target size or deletes the still-present node again, the service controller
 // re-queues — and the world is compared with the operation's desired end state: anything
-// missing is a failure to converge, anything extra (DataVolumes, claims, hot-plugged volumes on
-// the VM or VMI, infra Services and EndpointSlices, deletion marks on Machines, a replica count
-// off by one) is leaked. The apiservers' audit logs confirm each killed run: the writes they
+// missing (including a replica count off by one: a lost or doubled scale) is a failure to
+// converge, anything extra (DataVolumes, claims, hot-plugged volumes on the VM or VMI, infra
+// Services and EndpointSlices, deletion marks on Machines) is leaked. The apiservers' audit logs confirm each killed run: the writes they
 // recorded from it lie between the ones the Switch saw answered and the ones it let through.
 //
 // Scenarios: csi-controller CreateVolume, ControllerPublishVolume, ControllerUnpublishVolume,
