@@ -6,4 +6,8 @@
 //
 // Start them once per test binary from TestMain (see Main); a start costs seconds and
 // hundreds of MB of memory per cluster.
+//
+// Outages: Cluster.StopAPIServer / KillAPIServer take a cluster's kube-apiserver away while
+// etcd keeps running, and StartAPIServer brings it back on the same endpoint with the same
+// certificates, so every client reconnects without new credentials (see apiserver.go).
 package harness

@@ -329,10 +329,31 @@ func TestCSIControllerReplicas(t *testing.T) {
 				t.FailNow()
 			}
 		}
+		// Both calls are held inside the replicas (CDI, then the guest, not finishing) until
+		// the infra objects exist, so they overlap for certain.
+		succeeded, ready := cdi.FaultDataVolume(string(cdiv1.Succeeded)), hotplug.FaultPoint(kubevirtv1.VolumeReady)
+		sims.Faults.Stall(succeeded)
+		sims.Faults.Stall(ready)
+		defer sims.Faults.Release(succeeded)
+		defer sims.Faults.Release(ready)
+		go func() {
+			_ = harness.WaitFor(ctx, waitTimeout, func(ctx context.Context) (bool, error) {
+				n, phase, err := dataVolumesFor(ctx, name)
+				return n > 0 && phase == cdiv1.ImportInProgress, err
+			})
+			sims.Faults.Release(succeeded)
+		}()
 		both("create", func(cc csi.ControllerClient) func(context.Context) error { return createVolume(cc, name) })
 		if n, _, err := dataVolumesFor(ctx, name); err != nil || n != 1 {
 			t.Errorf("%d DataVolumes for %s (%v), want 1", n, name, err)
 		}
+		go func() {
+			_ = harness.WaitFor(ctx, waitTimeout, func(ctx context.Context) (bool, error) {
+				_, _, phase, err := hotplugged(ctx, id)
+				return phase == kubevirtv1.HotplugVolumeMounted, err
+			})
+			sims.Faults.Release(ready)
+		}()
 		both("publish", func(cc csi.ControllerClient) func(context.Context) error { return publish(cc, id) })
 		if inVM, inVMI, _, err := hotplugged(ctx, id); err != nil || inVM != 1 || inVMI != 1 {
 			t.Errorf("published twice at once: %d times in the VM, %d in the instance (%v); want once", inVM, inVMI, err)

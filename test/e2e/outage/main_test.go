@@ -1,8 +1,9 @@
 // Package outage takes parts of the system away while work is in flight and checks that the
-// work still completes exactly once: the management or the tenant kube-apiserver stopped for a
+// work still completes exactly once: the management or the tenant kube-apiserver killed for a
 // minute (TestManagementAPIServerOutage, TestTenantAPIServerOutage), the leading ccm replica
-// killed (TestCCMFailover), and a csi-controller replica killed mid-call next to a second one
-// (TestCSIControllerReplicas).
+// killed (TestCCMFailover, BenchmarkCCMFailover), a csi-controller replica stopped mid-call
+// next to a second one (TestCSIControllerReplicas), and two autoscaler-provider replicas given
+// the same call (TestAutoscalerProviderReplicas).
 //
 // Everything is real except what test/sim plays: both kube-apiservers and etcds (test/harness,
 // restarted on the same endpoint), the real MetalLB controller, the ccm binary built from

@@ -20,7 +20,7 @@ import (
 // for 60 s").
 const OutageDuration = 60 * time.Second
 
-// TestManagementAPIServerOutage stops the management kube-apiserver for OutageDuration while
+// TestManagementAPIServerOutage kills the management kube-apiserver for OutageDuration while
 // LoadBalancer and volume operations are in flight and more are asked for during the outage,
 // then starts it again on the same endpoint: every operation completes, nothing is created
 // twice. The ccm, csi-controller, MetalLB and the simulators keep running throughout and must
@@ -123,9 +123,21 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 	deleteLB(t, ctx, steady[0])
 	tr.track("lb "+steady[0].Name+" gone (in flight)", lbGone(steady[0]))
 
-	if err := down.StopAPIServer(ctx); err != nil {
+	// SIGKILL rather than a graceful stop: requests in flight are cut wherever they are, so a
+	// write may have landed without its caller hearing so, the case that makes retries create
+	// duplicates. (A graceful stop also waits for every watch to end before the process exits.)
+	if err := down.KillAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
+	up := false
+	defer func() {
+		// A test that failed during the outage must not leave it to the next ones.
+		if !up {
+			if err := down.StartAPIServer(context.Background()); err != nil {
+				t.Errorf("restarting the %s apiserver after a failed test: %v", down.Name, err)
+			}
+		}
+	}()
 	stopped := time.Now()
 	inFlight := tr.pending()
 	t.Logf("%s apiserver down; %d operations in flight: %v", down.Name, len(inFlight), inFlight)
@@ -155,11 +167,13 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
+	restarting := time.Now()
 	if err := down.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
+	up = true
 	restored := time.Now()
-	doneDuring := tr.finishedBetween(stopped, restored)
+	doneDuring := tr.finishedBetween(stopped, restarting)
 	last := tr.wait(t)
 	converged := max(last.Sub(restored), 0)
 	t.Logf("operations:%s", tr.summary())
@@ -213,6 +227,7 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 	}
 
 	// … and in what the management apiserver was asked to do.
+	unaudited := 0
 	ccmCalls := auditCounts(t, start, harness.ByUser(ccmInfraUser))
 	csiCalls := auditCounts(t, start, harness.ByUserAgentPrefix(fixture.UserAgent))
 	for _, c := range []struct {
@@ -225,8 +240,16 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 		{"VM addvolume calls by csi-controller", csiCalls["update virtualmachines/addvolume"], len(published)},
 		{"VM removevolume calls by csi-controller", csiCalls["update virtualmachines/removevolume"], 1},
 	} {
-		if c.got != c.want {
-			duplicates += max(c.got-c.want, 0)
+		switch {
+		case c.got > c.want:
+			duplicates += c.got - c.want
+			t.Errorf("audit log: %d successful %s, want %d", c.got, c.what, c.want)
+		case c.got < c.want && down == env.Management:
+			// A request the killed apiserver carried out but had not answered leaves no
+			// audit event (it is written with the response); the objects checked above
+			// show the write happened.
+			unaudited += c.want - c.got
+		case c.got < c.want:
 			t.Errorf("audit log: %d successful %s, want %d", c.got, c.what, c.want)
 		}
 	}
@@ -239,8 +262,8 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 	for _, why := range k.exitReasons() {
 		t.Logf("ccm exit: %s", why)
 	}
-	t.Logf("audit (successful, since the test began): ccm %s; csi-controller %s",
-		harness.FormatCounts(ccmCalls), harness.FormatCounts(csiCalls))
+	t.Logf("audit (successful, since the test began; %d writes cut by the kill left no event): ccm %s; csi-controller %s",
+		unaudited, harness.FormatCounts(ccmCalls), harness.FormatCounts(csiCalls))
 
 	// Leave the tenant as found: LoadBalancers deleted, volumes unpublished and deleted.
 	cleanup := newTracker(ctx)
