@@ -8,9 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,46 +21,25 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/bench/stats"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/test/scrape"
 )
 
 // runningNode is the real csi-node binary serving on a socket in a temp dir.
 type runningNode struct {
 	cmd    *exec.Cmd
 	sock   string
-	out    *syncBuffer
+	out    *scrape.Output
 	exited chan error
 	conn   *grpc.ClientConn
 }
 
-// syncBuffer is the process output, read by the test while the process writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
-func (s *syncBuffer) String() string { return string(s.Bytes()) }
-
-var metricsAddrRE = regexp.MustCompile(`"Serving metrics" address="([^"]+)"`)
-
-// metricsAddr is the address the node's metrics endpoint is bound to, from its log.
-func (n *runningNode) metricsAddr(tb testing.TB) string {
-	m := metricsAddrRE.FindSubmatch(n.out.Bytes())
-	if m == nil {
-		tb.Fatalf("no metrics address in the log:\n%s", n.out)
+// metricsURL is the node's /metrics, from its log.
+func (n *runningNode) metricsURL(tb testing.TB) string {
+	u, err := scrape.MetricsURL(n.out.String())
+	if err != nil {
+		tb.Fatalf("%v:\n%s", err, n.out)
 	}
-	return string(m[1])
+	return u
 }
 
 // startNode builds and starts csi-node (version stamped in), optionally over a stale socket,
@@ -80,7 +57,7 @@ func startNode(tb testing.TB, version string, stale bool) *runningNode {
 	if out, err := build.CombinedOutput(); err != nil {
 		tb.Fatalf("go build: %v\n%s", err, out)
 	}
-	n := &runningNode{sock: filepath.Join(dir, "plugin", "csi.sock"), out: &syncBuffer{}, exited: make(chan error, 1)}
+	n := &runningNode{sock: filepath.Join(dir, "plugin", "csi.sock"), out: &scrape.Output{}, exited: make(chan error, 1)}
 	if err := os.MkdirAll(filepath.Dir(n.sock), 0o750); err != nil {
 		tb.Fatal(err)
 	}
@@ -148,7 +125,7 @@ func TestBinaryServes(t *testing.T) {
 	if _, err := csi.NewNodeClient(n.conn).NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("empty NodeStageVolume: %v, want InvalidArgument", err)
 	}
-	metrics := scrape(t, "http://"+n.metricsAddr(t)+"/metrics")
+	metrics := scrapeText(t, n.metricsURL(t))
 	for _, want := range []string{
 		`tenantcloud_operations_total{component="csi-node",operation="NodeGetInfo",outcome="OK"} 1`,
 		`tenantcloud_operations_total{component="csi-node",operation="NodeStageVolume",outcome="InvalidArgument"} 1`,
@@ -181,7 +158,7 @@ func TestBinaryServes(t *testing.T) {
 	}
 }
 
-func scrape(tb testing.TB, url string) string {
+func scrapeText(tb testing.TB, url string) string {
 	tb.Helper()
 	resp, err := http.Get(url)
 	if err != nil {

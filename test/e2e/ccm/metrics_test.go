@@ -1,7 +1,6 @@
 package ccm
 
 import (
-	"regexp"
 	"strings"
 	"testing"
 
@@ -10,8 +9,6 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
 	"github.com/tenantcloud/tenantcloud/test/scrape"
 )
-
-var metricsAddrRE = regexp.MustCompile(`"Serving metrics" address="([^"]+)"`)
 
 // metricsURL is the running ccm's /metrics, from its log (it binds port 0).
 func (s *suite) metricsURL(t *testing.T) string {
@@ -22,11 +19,11 @@ func (s *suite) metricsURL(t *testing.T) string {
 	if p == nil {
 		t.Fatal("no ccm running")
 	}
-	m := metricsAddrRE.FindStringSubmatch(tail(p.log, 1<<20))
-	if m == nil {
-		t.Fatalf("no metrics address in %s", p.log)
+	url, err := scrape.MetricsURL(tail(p.log, 1<<20))
+	if err != nil {
+		t.Fatalf("%s: %v", p.log, err)
 	}
-	return "http://" + m[1] + "/metrics"
+	return url
 }
 
 // testMetricsAndEvents: an accepted and a refused Service move the ccm's operation counters

@@ -1,16 +1,13 @@
 package csicontroller_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -139,11 +136,11 @@ func TestRBACLeastPrivilege(t *testing.T) {
 // API error.
 func checkMetrics(t *testing.T, log string) {
 	t.Helper()
-	m := regexp.MustCompile(`"Serving metrics" address="([^"]+)"`).FindStringSubmatch(log)
-	if m == nil {
-		t.Fatalf("no metrics address in the log:\n%s", log)
+	url, err := scrape.MetricsURL(log)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, log)
 	}
-	series := scrape.Get(t, "http://"+m[1]+"/metrics")
+	series := scrape.Get(t, url)
 	const c = `component="csi-controller"`
 	for want, n := range map[string]float64{
 		`tenantcloud_operations_total{` + c + `,operation="CreateVolume",outcome="OK"}`:                          2,
@@ -190,7 +187,7 @@ func grantInfraRole(tb testing.TB, ns, user string) (*rbacv1.Role, string) {
 
 // binaryController is the real csi-controller binary serving one tenant.
 type binaryController struct {
-	out  *syncBuffer
+	out  *scrape.Output
 	cmd  *exec.Cmd
 	conn *grpc.ClientConn
 	cc   csi.ControllerClient
@@ -272,28 +269,10 @@ func buildController(t testing.TB, dir string) string {
 	return bin
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runBinary starts bin and stops it with SIGTERM at the end of the test, checking it exits 0.
-func runBinary(t testing.TB, bin string, args ...string) (*syncBuffer, *exec.Cmd) {
+func runBinary(t testing.TB, bin string, args ...string) (*scrape.Output, *exec.Cmd) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &scrape.Output{}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
