@@ -24,13 +24,19 @@ const ClusterNameLabel = "cluster.x-k8s.io/cluster-name"
 
 // Config describes one tenant.
 type Config struct {
-	// ClusterName is the Cluster API cluster name; it is used as a label value.
+	// ClusterName is the Cluster API cluster name of the tenant, a DNS-1123 label. Every infra
+	// object tenantcloud reads or writes carries cluster.x-k8s.io/cluster-name=<clusterName>.
+	// Required.
 	ClusterName string `json:"clusterName"`
-	// InfraNamespace is the management-cluster namespace holding the tenant's objects.
+	// InfraNamespace is the management-cluster namespace holding the tenant's Cluster, VMs and
+	// DataVolumes; tenantcloud's infra rights are a Role in it. Required.
 	InfraNamespace string `json:"infraNamespace"`
-	// InfraKubeconfig is a path to credentials for the management cluster; empty = in-cluster.
+	// InfraKubeconfig is a path to credentials for the management cluster; empty = in-cluster
+	// (the pod's ServiceAccount). csi-node must leave it empty: it runs inside the tenant and
+	// holds no management credentials.
 	InfraKubeconfig string `json:"infraKubeconfig,omitempty"`
 	// TenantKubeconfig is a path to credentials for the tenant cluster; empty = in-cluster.
+	// Required by ccm and autoscaler-provider, which run in the management cluster.
 	TenantKubeconfig string `json:"tenantKubeconfig,omitempty"`
 
 	LoadBalancer LoadBalancer `json:"loadBalancer,omitempty"`
@@ -40,11 +46,15 @@ type Config struct {
 
 // LoadBalancer limits what the tenant's Services of type LoadBalancer may get from MetalLB.
 type LoadBalancer struct {
-	// AllowedPools are the MetalLB IPAddressPool names the tenant may request.
+	// AllowedPools are the MetalLB IPAddressPool names the tenant's Services may request
+	// (annotation metallb.io/address-pool).
 	AllowedPools []string `json:"allowedPools,omitempty"`
-	// DefaultPool is used when a Service names no pool; defaults to AllowedPools[0].
+	// DefaultPool is used when a Service names no pool; defaults to the first allowed pool.
+	// It must be one of allowedPools when those are given.
 	DefaultPool string `json:"defaultPool,omitempty"`
-	// AllowedIPRanges are CIDRs or "first-last" ranges; see IPAllowed.
+	// AllowedIPRanges are the addresses a Service may ask for (metallb.io/loadBalancerIPs),
+	// each a CIDR or an inclusive "first-last" range, IPv4 or IPv6; empty = any address of the
+	// allowed pools.
 	AllowedIPRanges []string `json:"allowedIPRanges,omitempty"`
 	// MaxServices caps the number of LoadBalancer Services; 0 = unlimited.
 	MaxServices int `json:"maxServices,omitempty"`
@@ -70,29 +80,38 @@ const (
 
 // Storage limits which infra storage the tenant's volumes may use.
 type Storage struct {
-	// AllowedStorageClasses are infra StorageClass names; DefaultStorageClass is always allowed.
+	// AllowedStorageClasses are the infra StorageClasses a tenant StorageClass may name
+	// (parameter infraStorageClassName); defaultStorageClass is always allowed.
 	AllowedStorageClasses []string `json:"allowedStorageClasses,omitempty"`
-	// DefaultStorageClass is used when the tenant names none; required by csi-controller only.
+	// DefaultStorageClass is the infra StorageClass of volumes whose tenant StorageClass names
+	// none. Required by csi-controller (the only program that provisions).
 	DefaultStorageClass string `json:"defaultStorageClass,omitempty"`
-	// AllowedSnapshotClasses are infra VolumeSnapshotClass names; DefaultSnapshotClass is
-	// always allowed.
+	// AllowedSnapshotClasses are the infra VolumeSnapshotClasses the tenant may use;
+	// defaultSnapshotClass is always allowed.
 	AllowedSnapshotClasses []string `json:"allowedSnapshotClasses,omitempty"`
-	DefaultSnapshotClass   string   `json:"defaultSnapshotClass,omitempty"`
+	// DefaultSnapshotClass is the infra VolumeSnapshotClass of snapshots whose tenant class
+	// names none; empty = snapshots are refused.
+	DefaultSnapshotClass string `json:"defaultSnapshotClass,omitempty"`
 	// MaxVolumes caps the number of volumes; 0 = unlimited.
 	MaxVolumes int `json:"maxVolumes,omitempty"`
-	// MaxTotalCapacity is a quantity such as "10Ti" capping the summed volume sizes; empty or
-	// "0" = unlimited. It is a string rather than resource.Quantity so that a bad value is
-	// reported by Validate with its field path instead of as an anonymous decoding error.
+	// MaxTotalCapacity is a quantity such as "10Ti" (quote it in YAML) capping the summed
+	// volume sizes; empty or "0" = unlimited.
+	//
+	// A string rather than resource.Quantity so that a bad value is reported by Validate with
+	// its field path instead of as an anonymous decoding error.
 	MaxTotalCapacity string `json:"maxTotalCapacity,omitempty"`
-	// DiskBus defaults to scsi.
+	// DiskBus is the bus volumes are hot-plugged on; defaults to scsi.
 	DiskBus DiskBus `json:"diskBus,omitempty"`
-	// VolumeMode defaults to Block.
+	// VolumeMode is the volume mode of the infra DataVolumes; defaults to Block (RWX Block is
+	// what live migration needs).
 	VolumeMode VolumeMode `json:"volumeMode,omitempty"`
 }
 
 // Autoscaling configures which MachineDeployments are exposed as node groups.
 type Autoscaling struct {
-	// NodeGroupSelector is ANDed with ClusterNameLabel=ClusterName.
+	// NodeGroupSelector holds extra labels a MachineDeployment must carry to be a node
+	// group; ANDed with cluster.x-k8s.io/cluster-name=<clusterName>, which must not be
+	// repeated here.
 	NodeGroupSelector map[string]string `json:"nodeGroupSelector,omitempty"`
 }
 
