@@ -10,6 +10,10 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 
 	"github.com/tenantcloud/tenantcloud/test/infrastate"
 )
@@ -97,6 +101,21 @@ func (w *world) control(t *testing.T) {
 	if err := w.unpublish(t, w.alphaVol, w.alphaVM); err != nil {
 		t.Fatalf("control: unpublishing: %v", err)
 	}
+	w.waitDetached(t, w.alphaVol)
+}
+
+// waitDetached waits until the worker VMI lists volume neither in its spec nor in its status
+// (the hot-unplug has run to the end), then for the infra to settle.
+func (w *world) waitDetached(t *testing.T, volume string) {
+	t.Helper()
+	w.eventually(t, volume+" detached from "+w.alphaVM, func() (bool, error) {
+		vmi := &kubevirtv1.VirtualMachineInstance{}
+		if err := w.mgmt.Get(w.ctx, client.ObjectKey{Namespace: infraNS, Name: w.alphaVM}, vmi); err != nil {
+			return false, err
+		}
+		return !slices.ContainsFunc(vmi.Spec.Volumes, func(v kubevirtv1.Volume) bool { return v.Name == volume }) &&
+			!slices.ContainsFunc(vmi.Status.VolumeStatus, func(v kubevirtv1.VolumeStatus) bool { return v.Name == volume }), nil
+	})
 	w.settle(t)
 }
 
@@ -183,6 +202,31 @@ func volumeHandleAttacks() []attack {
 			func(t *testing.T, w *world) outcome { return publishEverything(t, w, otherNS+"/"+w.gammaVol) }},
 		{"1e", "PV handle = gamma's volume ID, bare", "NotFound on publish/validate/get/clone",
 			func(t *testing.T, w *world) outcome { return publishEverything(t, w, w.gammaVol) }},
+		{"1g", "PV volumeAttributes naming the root disk, a serial, a bus", "ignored: our disk, our serial, configured bus", func(t *testing.T, w *world) outcome {
+			rsp, err := w.csiCtrl.Controller.ControllerPublishVolume(w.call(t), &csi.ControllerPublishVolumeRequest{
+				VolumeId: w.alphaVol, NodeId: w.alphaVM, VolumeCapability: mountCap(),
+				VolumeContext: map[string]string{"claimName": w.rootDisk, "dataVolume": w.rootDisk, "bus": "sata", "serial": tccsi.Serial(w.rootDisk)},
+			})
+			if err != nil {
+				t.Fatalf("publishing our own volume: %v", err)
+			}
+			pc := rsp.GetPublishContext()
+			if pc[tccsi.PublishContextSerial] != tccsi.Serial(w.alphaVol) || pc[tccsi.PublishContextBus] != tccsi.BusSCSI {
+				t.Errorf("publish context %v steered by volume_context", pc)
+			}
+			vmi := &kubevirtv1.VirtualMachineInstance{}
+			w.must(t, w.mgmt.Get(w.ctx, client.ObjectKey{Namespace: infraNS, Name: w.alphaVM}, vmi))
+			for _, v := range vmi.Spec.Volumes {
+				if v.DataVolume != nil && v.DataVolume.Name == w.rootDisk || v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == w.rootDisk {
+					t.Errorf("root disk hot-plugged into %s: %+v", w.alphaVM, v)
+				}
+			}
+			w.must(t, w.unpublish(t, w.alphaVol, w.alphaVM))
+			w.waitDetached(t, w.alphaVol)
+			// Our own VM changed (a hot-plug and its removal), nothing else.
+			return refused("serial "+pc[tccsi.PublishContextSerial]+" (ours), bus "+pc[tccsi.PublishContextBus]+"; root disk not attached",
+				infrastate.KeyOf("VM", infraNS, w.alphaVM), infrastate.KeyOf("DataVolume", infraNS, w.alphaVol), infrastate.KeyOf("PVC", infraNS, w.alphaVol))
+		}},
 		{"1f", "PV handle = ../<root disk>", "NotFound on publish/validate/get/clone",
 			func(t *testing.T, w *world) outcome { return publishEverything(t, w, "../"+w.rootDisk) }},
 	}
