@@ -141,9 +141,10 @@ type sandbox struct {
 	children []*child
 	cfg      paths
 	ca       *child
-	provider string          // autoscaler-provider gRPC address
-	worker   string          // first worker VM
-	seen     map[string]bool // Nodes already reported by waitNodes
+	provider string              // autoscaler-provider gRPC address
+	worker   string              // first worker VM
+	seen     map[string]bool     // Nodes already reported by waitNodes
+	csiNodes map[string]*csiNode // by VM name
 }
 
 type paths struct {

@@ -90,7 +90,7 @@ func (s *sandbox) startComponents(ctx context.Context) error {
 	ok("config files written: %s, %s", s.cfg.component, s.cfg.node)
 
 	ccm, err := s.spawn("ccm", s.bin("ccm"), "--config", s.cfg.component, "--v=2",
-		"--leader-elect=false", "--node-monitor-period=1s", "--metrics-bind-address=0")
+		"--leader-elect=false", "--node-monitor-period=1s", "--metrics-bind-address=0", "--node-zones=true")
 	if err != nil {
 		return err
 	}
@@ -210,7 +210,7 @@ func (s *sandbox) createTenantCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return nil
+	return s.ensureCSINodes(ctx, nodes)
 }
 
 // waitNodes waits for n tenant Nodes backed by VMs that are Ready and initialised by the ccm
@@ -252,8 +252,8 @@ func (s *sandbox) waitNodes(ctx context.Context, n int) ([]corev1.Node, error) {
 				for _, a := range node.Status.Addresses {
 					addrs = append(addrs, string(a.Type)+"="+a.Address)
 				}
-				ok("Node %s Ready, initialised by ccm: taint removed, addresses %s, instance-type %q, zone %q", node.Name,
-					strings.Join(addrs, " "), node.Labels[corev1.LabelInstanceTypeStable], node.Labels[corev1.LabelTopologyZone])
+				ok("Node %s Ready, initialised by ccm: taint removed, addresses %s, instance-type %q, zone %q region %q (of the infra node running the VM)", node.Name,
+					strings.Join(addrs, " "), node.Labels[corev1.LabelInstanceTypeStable], node.Labels[corev1.LabelTopologyZone], node.Labels[corev1.LabelTopologyRegion])
 			}
 			ready = append(ready, node)
 		}

@@ -11,7 +11,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	corev1 "k8s.io/api/core/v1"
+
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/pkg/infra"
 )
 
 // waitCSI waits until the CSI plugin at sock answers GetPluginInfo.
@@ -33,28 +36,85 @@ func (s *sandbox) waitCSI(ctx context.Context, name string, c *child, sock strin
 	})
 }
 
+// csiNode is one csi-node process, as the DaemonSet runs one per Node.
+type csiNode struct {
+	node    string
+	child   *child
+	sock    string
+	kubelet string
+}
+
+// ensureCSINodes starts csi-node for each of nodes that has none yet, as the tenant chart's
+// DaemonSet does for a Node that joins: it finds its VM through the Node's providerID (given
+// --node-name, as the DaemonSet's NODE_NAME) and sees that VM's hot-plugged disks.
+func (s *sandbox) ensureCSINodes(ctx context.Context, nodes []corev1.Node) error {
+	if s.csiNodes == nil {
+		s.csiNodes = map[string]*csiNode{}
+	}
+	for _, n := range nodes {
+		vm, err := infra.VMNameFromProviderID(n.Spec.ProviderID)
+		if err != nil {
+			return err
+		}
+		if _, running := s.csiNodes[vm]; running {
+			continue
+		}
+		dir := filepath.Join(s.logDir, "csi-node-"+vm)
+		kubelet := filepath.Join(dir, "kubelet")
+		if err := os.MkdirAll(kubelet, 0o750); err != nil {
+			return err
+		}
+		sock := filepath.Join(dir, "csi.sock")
+		c, err := s.spawn("csi-node-"+vm, s.bin("csi-node"), "--config", s.cfg.node, "--node-name", n.Name,
+			"--endpoint", "unix://"+sock, "--device-dir", s.sim.DeviceDir(infraNS, vm), "--kubelet-dir", kubelet,
+			"--metrics-bind-address=0", "--v=2")
+		if err != nil {
+			return err
+		}
+		s.csiNodes[vm] = &csiNode{node: n.Name, child: c, sock: sock, kubelet: kubelet}
+		if err := s.waitCSI(ctx, "csi-node on "+n.Name, c, sock); err != nil {
+			return err
+		}
+		info, err := nodeInfo(ctx, sock)
+		if err != nil {
+			return fmt.Errorf("csi-node on %s: NodeGetInfo: %w", n.Name, err)
+		}
+		ok("csi-node on Node %s (one per Node, as the DaemonSet): node ID %s from the Node's providerID, devices of VM %s", n.Name, info.GetNodeId(), vm)
+	}
+	return nil
+}
+
+// stopCSINode stops the csi-node of a VM whose Node left, as its DaemonSet pod goes with it.
+func (s *sandbox) stopCSINode(vm string) error {
+	cn, found := s.csiNodes[vm]
+	if !found {
+		return nil
+	}
+	delete(s.csiNodes, vm)
+	return cn.child.stop()
+}
+
+func nodeInfo(ctx context.Context, sock string) (*csi.NodeGetInfoResponse, error) {
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = conn.Close() }()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return csi.NewNodeClient(conn).NodeGetInfo(cctx, &csi.NodeGetInfoRequest{})
+}
+
 // storyStorage plays the CO (external-provisioner, external-attacher and kubelet; the tenant
 // has no kubelet) over the CSI sockets of the real csi-controller and of a real csi-node
 // "inside" the worker VM: provision, attach, stage, publish, write and read a file, then undo.
 func (s *sandbox) storyStorage(ctx context.Context) error {
 	vm := s.worker
-	dir := filepath.Join(s.logDir, "csi-node-"+vm)
-	kubelet := filepath.Join(dir, "kubelet")
-	if err := os.MkdirAll(kubelet, 0o750); err != nil {
-		return err
+	cn, found := s.csiNodes[vm]
+	if !found {
+		return fmt.Errorf("no csi-node runs for VM %s", vm)
 	}
-	sock := filepath.Join(dir, "csi.sock")
-	step("starting csi-node for VM %s (device dir %s)", vm, s.sim.DeviceDir(infraNS, vm))
-	node, err := s.spawn("csi-node-"+vm, s.bin("csi-node"), "--config", s.cfg.node, "--node-id", vm,
-		"--endpoint", "unix://"+sock, "--device-dir", s.sim.DeviceDir(infraNS, vm), "--kubelet-dir", kubelet,
-		"--metrics-bind-address=0", "--v=2")
-	if err != nil {
-		return err
-	}
-	if err := s.waitCSI(ctx, "csi-node", node, sock); err != nil {
-		return err
-	}
-	ok("csi-node serving on %s", sock)
+	kubelet, sock := cn.kubelet, cn.sock
 
 	ctrlConn, err := grpc.NewClient("unix://"+s.cfg.ctrlSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
