@@ -4,9 +4,9 @@
 // through the user stories (LoadBalancer, PVC, autoscaling) with progress lines.
 //
 // The sandbox is a development tool built on the test harness (test/harness, test/sim); it is
-// never shipped. Components use the harness's admin kubeconfigs, not least-privilege
-// identities as a real install would. Needs root (loop devices, mkfs, mount) and bin/ from
-// `make bin build`; `make sandbox` does both.
+// never shipped. Each component runs as its chart ServiceAccount, bound to exactly the roles
+// deploy/charts render (bin/helm), as a real install would. Needs root (loop devices, mkfs,
+// mount) and bin/ from `make bin build`; `make sandbox` does both.
 package main
 
 import (
@@ -145,12 +145,12 @@ type sandbox struct {
 	worker   string              // first worker VM
 	seen     map[string]bool     // Nodes already reported by waitNodes
 	csiNodes map[string]*csiNode // by VM name
+	creds    map[string]credentials
 }
 
 type paths struct {
-	component string // config shared by ccm, csi-controller, autoscaler-provider
-	node      string // config for csi-node (no infra credentials)
-	ctrlSock  string
+	files    map[string]string // config file per component
+	ctrlSock string
 }
 
 func (s *sandbox) spawn(name, binary string, args ...string) (*child, error) {
@@ -192,6 +192,7 @@ func (s *sandbox) stories(ctx context.Context) (failed bool) {
 		{"LoadBalancer story", false, s.storyLB},
 		{"PVC story", false, s.storyStorage},
 		{"scale story", false, s.storyScale},
+		{"least privilege", false, s.storyRefusals},
 	} {
 		if ctx.Err() != nil {
 			return true

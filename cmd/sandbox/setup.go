@@ -84,18 +84,25 @@ func (s *sandbox) startComponents(ctx context.Context) error {
 			return fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
 		}
 	}
+	step("identities: the charts' ServiceAccounts, Roles and ClusterRoles (helm template), applied to both clusters")
+	creds, err := s.chartIdentities(ctx)
+	if err != nil {
+		return err
+	}
+	s.creds = creds
+	ok("every component runs as its chart ServiceAccount with exactly the chart's roles (none is admin)")
 	if err := s.writeConfigs(); err != nil {
 		return err
 	}
-	ok("config files written: %s, %s", s.cfg.component, s.cfg.node)
+	ok("config files written, one per component, in %s", s.logDir)
 
-	ccm, err := s.spawn("ccm", s.bin("ccm"), "--config", s.cfg.component, "--v=2",
+	ccm, err := s.spawn("ccm", s.bin("ccm"), "--config", s.cfg.files["ccm"], "--v=2",
 		"--leader-elect=false", "--node-monitor-period=1s", "--metrics-bind-address=0", "--node-zones=true")
 	if err != nil {
 		return err
 	}
 	s.cfg.ctrlSock = filepath.Join(s.logDir, "csi-controller.sock")
-	ctrl, err := s.spawn("csi-controller", s.bin("csi-controller"), "--config", s.cfg.component,
+	ctrl, err := s.spawn("csi-controller", s.bin("csi-controller"), "--config", s.cfg.files["csi-controller"],
 		"--endpoint", "unix://"+s.cfg.ctrlSock, "--metrics-bind-address=0", "--v=2")
 	if err != nil {
 		return err
@@ -105,7 +112,7 @@ func (s *sandbox) startComponents(ctx context.Context) error {
 		return err
 	}
 	s.provider = "127.0.0.1:" + strconv.Itoa(port)
-	prov, err := s.spawn("autoscaler-provider", s.bin("autoscaler-provider"), "--config", s.cfg.component,
+	prov, err := s.spawn("autoscaler-provider", s.bin("autoscaler-provider"), "--config", s.cfg.files["autoscaler-provider"],
 		"--listen", s.provider, "--metrics-bind-address=0", "--v=2")
 	if err != nil {
 		return err
@@ -125,39 +132,41 @@ func (s *sandbox) startComponents(ctx context.Context) error {
 	return nil
 }
 
-// writeConfigs writes the tenant's config file (admin kubeconfigs: a sandbox shortcut; a real
-// install gives each component least-privilege credentials) and csi-node's variant, which
-// must have no infra credentials.
+// writeConfigs writes one config file per component: the same tenant and grant, each with
+// its own credentials (csi-node's has no infra credentials and no storage classes).
 func (s *sandbox) writeConfigs() error {
-	cfg := map[string]any{
-		"clusterName":      clusterName,
-		"infraNamespace":   infraNS,
-		"infraKubeconfig":  s.env.Management.Kubeconfig,
-		"tenantKubeconfig": s.env.Tenant.Kubeconfig,
-		"loadBalancer": map[string]any{
-			"allowedPools":    []string{poolName},
-			"defaultPool":     poolName,
-			"allowedIPRanges": []string{poolCIDR},
-		},
-		"storage": map[string]any{"defaultStorageClass": infraSC},
-	}
-	write := func(name string, cfg map[string]any) (string, error) {
+	s.cfg.files = map[string]string{}
+	for name, cr := range s.creds {
+		if name == "cluster-autoscaler" {
+			continue // not a tenantcloud program: it gets --kubeconfig
+		}
+		cfg := map[string]any{
+			"clusterName":      clusterName,
+			"infraNamespace":   infraNS,
+			"infraKubeconfig":  cr.infra,
+			"tenantKubeconfig": cr.tenant,
+			"loadBalancer": map[string]any{
+				"allowedPools":    []string{poolName},
+				"defaultPool":     poolName,
+				"allowedIPRanges": []string{poolCIDR},
+			},
+			"storage": map[string]any{"defaultStorageClass": infraSC},
+		}
+		if name == "csi-node" {
+			delete(cfg, "infraKubeconfig")
+			delete(cfg, "storage")
+		}
 		data, err := yaml.Marshal(cfg)
 		if err != nil {
-			return "", err
+			return err
 		}
-		p := filepath.Join(s.logDir, name)
-		return p, os.WriteFile(p, data, 0o600)
+		p := filepath.Join(s.logDir, "tenant-alpha-"+name+".yaml")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			return err
+		}
+		s.cfg.files[name] = p
 	}
-	var err error
-	if s.cfg.component, err = write("tenant-alpha.yaml", cfg); err != nil {
-		return err
-	}
-	// csi-node: the tenant identity only; no infra credentials, no storage classes.
-	delete(cfg, "infraKubeconfig")
-	delete(cfg, "storage")
-	s.cfg.node, err = write("tenant-alpha-csi-node.yaml", cfg)
-	return err
+	return nil
 }
 
 func freePort() (int, error) {

@@ -70,7 +70,7 @@ func (s *sandbox) storyScale(ctx context.Context) error {
 	step("starting the real cluster-autoscaler (--cloud-provider=externalgrpc → autoscaler-provider %s; scale-down after 5s unneeded)", s.provider)
 	ca, err := s.spawn("cluster-autoscaler", caBin,
 		"--cloud-provider=externalgrpc", "--cloud-config="+cloudConfig,
-		"--kubeconfig="+s.env.Tenant.Kubeconfig, "--namespace=kube-system",
+		"--kubeconfig="+s.creds["cluster-autoscaler"].tenant, "--namespace=kube-system",
 		"--leader-elect=false", "--write-status-configmap=false", "--address=127.0.0.1:0",
 		"--scan-interval=1s", "--expander=random", "--max-node-provision-time=2m",
 		"--scale-down-enabled=true", "--scale-down-delay-after-add=1s", "--scale-down-delay-after-delete=0s",

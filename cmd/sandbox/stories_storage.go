@@ -65,7 +65,7 @@ func (s *sandbox) ensureCSINodes(ctx context.Context, nodes []corev1.Node) error
 			return err
 		}
 		sock := filepath.Join(dir, "csi.sock")
-		c, err := s.spawn("csi-node-"+vm, s.bin("csi-node"), "--config", s.cfg.node, "--node-name", n.Name,
+		c, err := s.spawn("csi-node-"+vm, s.bin("csi-node"), "--config", s.cfg.files["csi-node"], "--node-name", n.Name,
 			"--endpoint", "unix://"+sock, "--device-dir", s.sim.DeviceDir(infraNS, vm), "--kubelet-dir", kubelet,
 			"--metrics-bind-address=0", "--v=2")
 		if err != nil {

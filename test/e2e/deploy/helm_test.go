@@ -1,17 +1,10 @@
 package deploy_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,9 +12,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	sigsyaml "sigs.k8s.io/yaml"
+
+	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
 )
 
 // repoRoot is the repository root, found from this file's path.
@@ -30,7 +23,7 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
-func chartDir(name string) string { return filepath.Join(repoRoot(), "deploy", "charts", name) }
+func chartDir(name string) string { return chartrender.ChartDir(name) }
 
 // helmBin returns bin/helm, or skips the test when it has not been built.
 func helmBin(t *testing.T) string {
@@ -42,22 +35,16 @@ func helmBin(t *testing.T) string {
 	return bin
 }
 
-// helm runs bin/helm with args and returns its stdout; stderr goes into the failure.
+// helm runs bin/helm with args and returns its stdout.
 func helm(t *testing.T, args ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, helmBin(t), args...)
-	// Keep helm away from the user's helm config and caches.
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config",
-		"HELM_DATA_HOME="+home+"/data")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stderr.String(), stdout.String())
+	out, err := chartrender.Helm(ctx, helmBin(t), args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return stdout.Bytes()
+	return out
 }
 
 // Values the tests render the charts with.
@@ -93,52 +80,23 @@ var tenantSets = []string{
 // render runs helm template for chart into namespace ns and returns the objects.
 func render(t *testing.T, chart, ns string, sets ...string) []*unstructured.Unstructured {
 	t.Helper()
-	args := []string{"template", release, chartDir(chart), "--namespace", ns}
-	for _, s := range sets {
-		args = append(args, "--set", s)
-	}
-	objs, err := decode(helm(t, args...))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	objs, err := chartrender.Template(ctx, helmBin(t), chart, release, ns, sets...)
 	if err != nil {
-		t.Fatalf("decoding helm template %s: %v", chart, err)
-	}
-	if len(objs) == 0 {
-		t.Fatalf("helm template %s rendered nothing", chart)
+		t.Fatal(err)
 	}
 	return objs
-}
-
-func decode(out []byte) ([]*unstructured.Unstructured, error) {
-	var objs []*unstructured.Unstructured
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return objs, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		var m map[string]any
-		if err := sigsyaml.Unmarshal(doc, &m); err != nil {
-			return nil, fmt.Errorf("%w in:\n%s", err, doc)
-		}
-		if len(m) == 0 {
-			continue // an empty document (comments only)
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
-	}
 }
 
 // find returns the rendered object of kind and name, or fails.
 func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
 	t.Helper()
-	for _, o := range objs {
-		if o.GetKind() == kind && o.GetName() == name {
-			return o
-		}
+	o := chartrender.Find(objs, kind, name)
+	if o == nil {
+		t.Fatalf("no %s %s rendered", kind, name)
 	}
-	t.Fatalf("no %s %s rendered", kind, name)
-	return nil
+	return o
 }
 
 // countKinds is "Kind=n" for each kind, for the log.

@@ -1,0 +1,101 @@
+// Package render runs `helm template` on the charts in deploy/charts and decodes the result,
+// for the tests that check the charts against real apiservers and for the sandbox, which
+// gives each component the identity and roles the charts define.
+package render
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+// ChartDir is the directory of chart name in this repository (found from this file's path).
+func ChartDir(name string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "charts", name)
+}
+
+// Helm runs the helm binary with args and returns its stdout, keeping helm away from the
+// user's helm configuration and caches (they go to a temporary directory).
+func Helm(ctx context.Context, helm string, args ...string) ([]byte, error) {
+	home, err := os.MkdirTemp("", "tenantcloud-helm-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = os.RemoveAll(home) }()
+	cmd := exec.CommandContext(ctx, helm, args...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config",
+		"HELM_DATA_HOME="+home+"/data")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("helm %s: %w\n%s%s", strings.Join(args, " "), err, stderr.String(), stdout.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+// Template renders chart (a name under deploy/charts) as release into namespace with the
+// --set values, and returns the objects.
+func Template(ctx context.Context, helm, chart, release, namespace string, sets ...string) ([]*unstructured.Unstructured, error) {
+	args := []string{"template", release, ChartDir(chart), "--namespace", namespace}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	out, err := Helm(ctx, helm, args...)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := Decode(out)
+	if err != nil {
+		return nil, fmt.Errorf("decoding helm template %s: %w", chart, err)
+	}
+	if len(objs) == 0 {
+		return nil, fmt.Errorf("helm template %s rendered nothing", chart)
+	}
+	return objs, nil
+}
+
+// Decode splits a multi-document YAML stream into objects, skipping empty documents.
+func Decode(out []byte) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return objs, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var m map[string]any
+		if err := sigsyaml.Unmarshal(doc, &m); err != nil {
+			return nil, fmt.Errorf("%w in:\n%s", err, doc)
+		}
+		if len(m) == 0 {
+			continue // an empty document (comments only)
+		}
+		objs = append(objs, &unstructured.Unstructured{Object: m})
+	}
+}
+
+// Find returns the object of kind and name, or nil.
+func Find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
