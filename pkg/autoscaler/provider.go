@@ -40,9 +40,11 @@ type Config struct {
 type Provider struct {
 	protos.UnimplementedCloudProviderServer
 
-	scope     infra.Scope
-	view      *view
-	writer    client.Client
+	scope  infra.Scope
+	view   *view
+	writer client.Client
+	// live reads past the cache, for the scale-down decision (see NodeGroupDeleteNodes).
+	live      client.Reader
 	infraC    cache.Cache
 	nodesC    cache.Cache
 	events    *eventReporter
@@ -89,6 +91,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		scope:     scope,
 		view:      newView(scope, cfg.NodeGroupSelector, infraC, nodes),
 		writer:    cfg.Infra.Client(),
+		live:      cfg.Infra.Live(),
 		infraC:    infraC,
 		nodesC:    cfg.Nodes,
 		cacheWait: cfg.CacheWait,

@@ -119,6 +119,40 @@ func (v *view) group(ctx context.Context, id string) (nodeGroup, error) {
 
 // machines returns the Machines of md: owned by a MachineSet that md controls, checked by
 // owner UID so a recreated namesake does not inherit them. Sorted by name.
+// liveMachines is machines read straight from the API through live: a scale-down decision
+// weighs every deletion mark in the group, and another replica's marks may not have reached
+// this replica's cache yet.
+func (v *view) liveMachines(ctx context.Context, live client.Reader, md *clusterv1.MachineDeployment) ([]*clusterv1.Machine, error) {
+	scoped := []client.ListOption{client.InNamespace(v.scope.Namespace), client.MatchingLabelsSelector{Selector: v.scope.ClusterSelector()}}
+	var sets clusterv1.MachineSetList
+	if err := live.List(ctx, &sets, scoped...); err != nil {
+		return nil, fmt.Errorf("listing MachineSets of %s: %w", md.Name, err)
+	}
+	owned := map[string]*clusterv1.MachineSet{}
+	for i := range sets.Items {
+		ms := &sets.Items[i]
+		if v.ours(ms, ms.Spec.ClusterName) && controlledBy(ms, "MachineDeployment", md) {
+			owned[ms.Name] = ms
+		}
+	}
+	var machines clusterv1.MachineList
+	if err := live.List(ctx, &machines, scoped...); err != nil {
+		return nil, fmt.Errorf("listing Machines of %s: %w", md.Name, err)
+	}
+	var out []*clusterv1.Machine
+	for i := range machines.Items {
+		m := &machines.Items[i]
+		ref := clusterController(m, "MachineSet")
+		if ref == nil || !v.ours(m, m.Spec.ClusterName) {
+			continue
+		}
+		if ms := owned[ref.Name]; ms != nil && ref.UID == ms.UID {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
 func (v *view) machines(ctx context.Context, md *clusterv1.MachineDeployment) ([]*clusterv1.Machine, error) {
 	var sets clusterv1.MachineSetList
 	if err := v.infra.List(ctx, &sets, client.InNamespace(v.scope.Namespace),

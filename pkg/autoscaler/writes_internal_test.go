@@ -165,7 +165,7 @@ func TestDeleteNodesRollsBackMarks(t *testing.T) {
 			return apierrors.NewInternalError(errors.New("etcd is unhappy"))
 		},
 	}).Build()
-	p := &Provider{scope: scope, writer: c, view: newView(scope, nil, c, nil), cacheWait: time.Second}
+	p := &Provider{scope: scope, writer: c, live: c, view: newView(scope, nil, c, nil), cacheWait: time.Second}
 
 	_, err = p.NodeGroupDeleteNodes(context.Background(), &protos.NodeGroupDeleteNodesRequest{Id: GroupID(scope.Namespace, "workers"),
 		Nodes: []*protos.ExternalGrpcNode{{ProviderID: "kubevirt://vm-1", Name: "vm-1"}}})

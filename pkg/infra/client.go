@@ -22,6 +22,9 @@ type Client struct {
 	cache  cache.Cache // nil when built over a plain reader (tests)
 	reader client.Reader
 	client client.Client
+	// live reads straight from the API: for the few decisions that must not rest on a cache
+	// that may lag behind another replica's writes.
+	live client.Reader
 }
 
 // New builds a Client for scope against the management apiserver at cfg. Call Start (or run
@@ -37,7 +40,7 @@ func NewWithReader(scope Scope, reader client.Reader, cl client.Client) (*Client
 	if err := scope.Validate(); err != nil {
 		return nil, err
 	}
-	return &Client{scope: scope, reader: reader, client: cl}, nil
+	return &Client{scope: scope, reader: reader, client: cl, live: cl}, nil
 }
 
 // Scope returns the tenant this client serves.
@@ -46,6 +49,10 @@ func (c *Client) Scope() Scope { return c.scope }
 // Cache returns the scoped cache (nil for a reader-backed client), for callers that add
 // informers or run it under a manager.
 func (c *Client) Cache() cache.Cache { return c.cache }
+
+// Live returns a reader that bypasses the cache. It is NOT scoped: callers must apply the
+// scope's namespace and cluster selector themselves (see Scope.ClusterSelector).
+func (c *Client) Live() client.Reader { return c.live }
 
 // Client returns the writing client; its reads are served by the scoped cache.
 func (c *Client) Client() client.Client { return c.client }

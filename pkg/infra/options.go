@@ -60,5 +60,9 @@ func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error
 	if err != nil {
 		return nil, fmt.Errorf("building infra client: %w", err)
 	}
-	return &Client{scope: scope, cache: c, reader: c, client: cl}, nil
+	live, err := client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("building live infra reader: %w", err)
+	}
+	return &Client{scope: scope, cache: c, reader: c, client: cl, live: live}, nil
 }

@@ -2,7 +2,6 @@ package outage
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -29,12 +28,12 @@ const (
 // TestAutoscalerProviderReplicas: autoscaler-provider has no leader election of its own
 // either; its only caller, cluster-autoscaler, elects, so in normal operation one replica is
 // called at a time. Across a cluster-autoscaler failover the new leader may repeat the old
-// one's NodeGroupDeleteNodes on the other replica — after the first call finished (safe: one
-// replica off, checked here) or while it is still running there. The second case is NOT safe
-// today: two replicas given the same call at once both take a replica off, and the MachineSet
-// controller then deletes a Machine nobody named. That subtest is a known failure, skipped
-// unless OUTAGE_E2E_KNOWN_FAILURES=1. (IncreaseSize takes a delta, so the same call twice
-// rightly adds twice; cluster-autoscaler does not repeat it, it re-reads the target size.)
+// one's NodeGroupDeleteNodes on the other replica — after the first call finished, or while it
+// is still running there. Both must take exactly one replica off. (The second case once took
+// two off — 3 → 1, and the MachineSet controller deleted a Machine nobody named — until the
+// provider re-planned from live reads after a /scale conflict instead of re-applying its
+// decrement.) IncreaseSize takes a delta, so the same call twice rightly adds twice;
+// cluster-autoscaler does not repeat it, it re-reads the target size.
 func TestAutoscalerProviderReplicas(t *testing.T) {
 	needWorld(t)
 	ctx := testCtx(t, 3*time.Minute)
@@ -82,22 +81,8 @@ func TestAutoscalerProviderReplicas(t *testing.T) {
 	})
 	// The failover that did not: both replicas in the same call at once.
 	t.Run("same DeleteNodes on A and B at once", func(t *testing.T) {
-		knownFailure(t, "two replicas both mark the Machine and both take a replica off (3 → 1 seen): "+
-			"each decides from its own cache and its own in-memory marks, and the /scale conflict retry re-applies the decrement")
 		deleteTwice(t, ctx, md, instances[1].GetId(), a, b, true, 1)
 	})
-}
-
-// knownFailureEnv runs the tests that document a known failure instead of skipping them.
-const knownFailureEnv = "OUTAGE_E2E_KNOWN_FAILURES"
-
-// knownFailure skips a test that fails for a reason already reported, unless knownFailureEnv
-// is set: it stays runnable to show the failure and to check a fix.
-func knownFailure(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv(knownFailureEnv) == "" {
-		t.Skipf("known failure (set %s=1 to run): %s", knownFailureEnv, why)
-	}
 }
 
 // deleteTwice asks replicas a and b to delete the node of instance victim — one after the
