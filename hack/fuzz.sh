@@ -21,7 +21,7 @@ while read -r pkg target; do
 	total=$((total + 1))
 	echo "=== $target ($pkg, $fuzztime)"
 	log=$(mktemp)
-	if go test -short -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" -parallel="$parallel" "$pkg" >"$log" 2>&1; then
+	if go test -short -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" -parallel="$parallel" "$pkg" </dev/null >"$log" 2>&1; then
 		# The last progress line carries the execution count.
 		grep '^fuzz: elapsed' "$log" | tail -1 || true
 		echo "--- PASS $target"
