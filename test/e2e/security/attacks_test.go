@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
-
 	"github.com/tenantcloud/tenantcloud/test/infrastate"
 )
 
@@ -26,8 +25,8 @@ type attack struct {
 }
 
 // outcome is what an attempt saw, for the table, and the infra objects it may legitimately
-// create or change (keys as infrastate.Key makes them), e.g. the load balancer of an accepted Service whose
-// forbidden fields were dropped.
+// create or change (keys as infrastate.Key makes them), e.g. the load balancer of an accepted
+// Service whose forbidden fields were dropped.
 type outcome struct {
 	result string
 	allow  []string

@@ -13,6 +13,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kubevirtv1 "kubevirt.io/api/core/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -80,10 +81,12 @@ func nodeIDAttacks() []attack {
 func unpublishAttacks() []attack {
 	return []attack{
 		{"3a", "unpublish beta's volume from beta's VM", "OK no-op, disk stays attached", func(t *testing.T, w *world) outcome {
-			return refused(ok(t, "unpublish", w.unpublish(t, w.betaVol, betaVM)))
+			r := ok(t, "unpublish", w.unpublish(t, w.betaVol, betaVM))
+			return refused(r + "; " + w.betaAttached(t))
 		}},
 		{"3b", "unpublish beta's volume from all nodes", "OK no-op, disk stays attached", func(t *testing.T, w *world) outcome {
-			return refused(ok(t, "unpublish", w.unpublish(t, w.betaVol, "")))
+			r := ok(t, "unpublish", w.unpublish(t, w.betaVol, ""))
+			return refused(r + "; " + w.betaAttached(t))
 		}},
 		{"3c", "unpublish a root disk from the VM booting from it", "NotFound, root disk stays", func(t *testing.T, w *world) outcome {
 			return refused(code(t, "unpublish", w.unpublish(t, w.rootDisk, bootVM), codes.NotFound) + "; " +
@@ -304,4 +307,22 @@ func (w *world) craftedNode(t *testing.T, name, providerID string, mut func(*cor
 func long253() string {
 	label := strings.Repeat("a", 62)
 	return label + "." + label + "." + label + "." + label + "." + strings.Repeat("b", 1)
+}
+
+// betaAttached checks that beta's volume is still hot-plugged and Ready in beta's VMI (the
+// snapshot diff then proves that nothing about it moved).
+func (w *world) betaAttached(t *testing.T) string {
+	t.Helper()
+	vmi := &kubevirtv1.VirtualMachineInstance{}
+	w.must(t, w.mgmt.Get(w.ctx, client.ObjectKey{Namespace: infraNS, Name: betaVM}, vmi))
+	for _, st := range vmi.Status.VolumeStatus {
+		if st.Name == w.betaVol {
+			if st.Phase != kubevirtv1.VolumeReady {
+				t.Errorf("beta's volume is %s in %s", st.Phase, betaVM)
+			}
+			return "beta's disk " + string(st.Phase)
+		}
+	}
+	t.Errorf("beta's volume is not in %s", betaVM)
+	return "beta's disk gone"
 }
