@@ -264,9 +264,11 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 		}
 		klog.FromContext(ctx).V(2).Info("Deleted VolumeSnapshot", "snapshotID", id)
 	}
+	// Read from the informer cache, which the notifier's events come from: the client would
+	// send unstructured reads to the apiserver, a GET per event. A snapshot that is gone, going,
+	// or replaced by another object (not ours, or another UID) is done.
 	err = s.notify.wait(ctx, kindSnapshot, id, func() (bool, error) {
-		u := infra.NewVolumeSnapshot()
-		err := s.reader().Get(ctx, client.ObjectKey{Namespace: s.scope.Namespace, Name: id}, u)
+		u, err := s.infra.OwnedVolumeSnapshot(ctx, id, Component)
 		if apierrors.IsNotFound(err) {
 			return true, nil
 		}
@@ -283,9 +285,11 @@ func (s *Server) listSnapshots(ctx context.Context) ([]*snapshot, error) {
 	if !snapshotsConfigured(s.opts.Storage) {
 		return nil, nil
 	}
+	// From the informer cache (ListOwned), not the client, whose unstructured reads are live
+	// LISTs: CreateSnapshot and DeleteSnapshot return only once the cache has seen their
+	// change, so the cache is as fresh as the CO can observe.
 	list := infra.NewVolumeSnapshotList()
-	if err := s.reader().List(ctx, list, client.InNamespace(s.scope.Namespace),
-		client.MatchingLabels(s.scope.OwnedLabels(Component))); err != nil {
+	if err := s.infra.ListOwned(ctx, list, Component, nil); err != nil {
 		return nil, apiError(err, "listing VolumeSnapshots")
 	}
 	var out []*snapshot

@@ -35,7 +35,10 @@ import (
 // leader-election renewals left out), and the ccm's RSS with n Services. Goal: p99 ≤ 300 ms
 // and no LIST (a list-* column would show one); idle: no requests at all.
 func BenchmarkLBPropagation(b *testing.B) {
-	s := startSuite(b, 0)
+	// Leader election at the production defaults: the suite's short lease (3 s, 1 s request
+	// timeout) is lost on a 2-core box busy with 1,000 Services, and the ccm exits.
+	s := startSuite(b, 0, "--leader-elect-lease-duration=15s", "--leader-elect-renew-deadline=10s",
+		"--leader-elect-retry-period=2s")
 	// envtest's service range is a /24 in both clusters; more ClusterIPs come from an extra
 	// ServiceCIDR (networking.k8s.io/v1, GA since Kubernetes 1.33).
 	for _, c := range []client.Client{s.mgmt, s.tenant} {
@@ -94,6 +97,9 @@ func (s *suite) waitServiceEvents(b *testing.B, ns string, svcs []*corev1.Servic
 	b.Helper()
 	// Listing thousands of Events: poll gently, and wait as long as a slow box needs.
 	err := wait.PollUntilContextTimeout(s.ctx, 250*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := s.ccmExited(); err != nil {
+			return false, err
+		}
 		var events corev1.EventList
 		if err := s.tenant.List(ctx, &events, client.InNamespace(ns)); err != nil {
 			return false, nil // retried; the deadline reports it

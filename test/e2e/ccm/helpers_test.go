@@ -24,8 +24,15 @@ import (
 // are eventually consistent.
 func (s *suite) eventually(t testing.TB, what string, cond func() (bool, error)) {
 	t.Helper()
+	s.eventuallyWithin(t, what, waitTimeout, cond)
+}
+
+// eventuallyWithin is eventually with its own deadline, for waits that grow with a scenario's
+// size.
+func (s *suite) eventuallyWithin(t testing.TB, what string, timeout time.Duration, cond func() (bool, error)) {
+	t.Helper()
 	var last error
-	err := wait.PollUntilContextTimeout(s.ctx, 20*time.Millisecond, waitTimeout, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(s.ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		ok, err := cond()
 		if err != nil {
 			last = err

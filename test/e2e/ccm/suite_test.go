@@ -76,6 +76,7 @@ type suite struct {
 	dir     string
 	bin     string
 	cfgPath string
+	ccmArgs []string
 
 	mu   sync.Mutex
 	ccm  *process
@@ -84,8 +85,9 @@ type suite struct {
 
 var setLogger sync.Once
 
-// startSuite starts everything with loadBalancer.maxServices = quota (0: unlimited).
-func startSuite(t testing.TB, quota int) *suite {
+// startSuite starts everything with loadBalancer.maxServices = quota (0: unlimited); ccmArgs
+// are added to (and override) the ccm's flags.
+func startSuite(t testing.TB, quota int, ccmArgs ...string) *suite {
 	setLogger.Do(func() { ctrllog.SetLogger(klog.NewKlogr()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -101,7 +103,7 @@ func startSuite(t testing.TB, quota int) *suite {
 		}
 		_ = os.RemoveAll(dir)
 	})
-	s := &suite{ctx: ctx, mgmt: env.Management.Client, tenant: env.Tenant.Client, dir: dir}
+	s := &suite{ctx: ctx, mgmt: env.Management.Client, tenant: env.Tenant.Client, dir: dir, ccmArgs: ccmArgs}
 	start := time.Now()
 
 	built := make(chan error, 1)
@@ -274,6 +276,7 @@ func (s *suite) startCCM(t testing.TB) {
 		"--node-zones", "--load-balancer-class="+lbClass,
 		"--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s", "--leader-elect-retry-period=250ms",
 		"--node-monitor-period=500ms", "--concurrent-service-syncs=4", "--metrics-bind-address=127.0.0.1:0")
+	cmd.Args = append(cmd.Args, s.ccmArgs...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -300,6 +303,24 @@ func (s *suite) startCCM(t testing.TB) {
 		return h != "" && h != prevHolder, nil
 	})
 	t.Logf("ccm run %d leading %s after start", s.runs, time.Since(start).Round(time.Millisecond))
+}
+
+// ccmExited is an error if the running ccm has exited (e.g. it lost the leader lease), for
+// long waits that would otherwise only time out.
+func (s *suite) ccmExited() error {
+	s.mu.Lock()
+	p := s.ccm
+	s.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("no ccm running")
+	}
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		return fmt.Errorf("ccm exited: %v\n%s", err, tail(p.log, 3000))
+	default:
+		return nil
+	}
 }
 
 func (s *suite) leaseHolder() string {
