@@ -9,7 +9,7 @@ PROGRAMS := ccm csi-controller csi-node autoscaler-provider
 # handlers, in-flight guards, worker queues) and the e2e suites drive them hard.
 TEST_FLAGS ?= -race -count=1 -timeout=25m -p=2
 
-.PHONY: all build bin test unit lint vet fmt bench sandbox demo clean
+.PHONY: all build bin test unit lint vet fmt fuzz bench sandbox demo clean
 
 all: lint build test
 
@@ -27,6 +27,11 @@ unit: ## tests that need no harness
 	$(GO) test -count=1 -short ./pkg/... ./cmd/...
 
 lint: fmt vet
+
+FUZZTIME ?= 10s
+
+fuzz: ## every Go fuzz target under pkg/ for FUZZTIME each (CI: 10s; e.g. make fuzz FUZZTIME=5m)
+	./hack/fuzz.sh $(FUZZTIME)
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
