@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -101,6 +102,10 @@ func waitAccess(ctx context.Context, admin client.Client, user, ns string, p per
 		return sar.Status.Allowed == want, nil
 	})
 }
+
+// errSetup marks a scenario error in the test's own preparation (as admin), which says
+// nothing about the component's rights and fails the test instead of naming the scenario.
+var errSetup = errors.New("setting up")
 
 // waitPoll polls cond every 50 ms for at most 30 s.
 func waitPoll(ctx context.Context, cond func(ctx context.Context) (bool, error)) error {
@@ -321,6 +326,9 @@ func (p *proof) runScenarios(t *testing.T, ctx context.Context) (string, string)
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := sc.run(sctx, c)
 		cancel()
+		if errors.Is(err, errSetup) {
+			t.Fatalf("scenario %s could not be set up (not the component's failure): %v", sc.name, err)
+		}
 		if err != nil {
 			failed, why = sc.name, err.Error()
 			break
@@ -442,7 +450,7 @@ var built = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return dir, buildPrograms(dir, "ccm", "csi-controller", "csi-node")
+	return dir, buildPrograms(dir, "ccm", "csi-controller", "csi-node", "autoscaler-provider")
 })
 
 func programs(t *testing.T) string {

@@ -153,13 +153,13 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 		// crash between virt-api's VM and VMI writes leaves them.
 		{"Unpublish repairs a VMI-only hot-plug", func(ctx context.Context, c *component) error {
 			if err := kv.KubevirtV1().VirtualMachineInstances(ns).AddVolume(ctx, vm, hotplugOptions(vol)); err != nil {
-				return fmt.Errorf("setting up: VMI-level addvolume: %w", err)
+				return fmt.Errorf("%w: VMI-level addvolume: %w", errSetup, err)
 			}
 			// Attached (phase Ready) before the call, so the controller's cache has it.
 			if err := waitFor(ctx, "VMI-only hot-plug Ready", func(ctx context.Context) (bool, error) {
 				return vmiVolumeReady(ctx, ns, vm, vol)
 			}); err != nil {
-				return fmt.Errorf("setting up: %w", err)
+				return fmt.Errorf("%w: %w", errSetup, err)
 			}
 			_, err := cc.ControllerUnpublishVolume(ctx, &csi.ControllerUnpublishVolumeRequest{VolumeId: vol, NodeId: vm})
 			if err := c.check("ControllerUnpublishVolume of a VMI-only hot-plug", err); err != nil {
@@ -175,10 +175,10 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 		}},
 		{"Publish repairs a VM-only hot-plug", func(ctx context.Context, c *component) error {
 			if err := kv.KubevirtV1().VirtualMachines(ns).AddVolume(ctx, vm, hotplugOptions(vol)); err != nil {
-				return fmt.Errorf("setting up: VM-level addvolume: %w", err)
+				return fmt.Errorf("%w: VM-level addvolume: %w", errSetup, err)
 			}
 			if err := kv.KubevirtV1().VirtualMachineInstances(ns).RemoveVolume(ctx, vm, &kubevirtv1.RemoveVolumeOptions{Name: vol}); err != nil {
-				return fmt.Errorf("setting up: VMI-level removevolume: %w", err)
+				return fmt.Errorf("%w: VMI-level removevolume: %w", errSetup, err)
 			}
 			_, err := cc.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{VolumeId: vol, NodeId: vm, VolumeCapability: rwo})
 			if err := c.check("ControllerPublishVolume of a VM-only hot-plug", err); err != nil {
