@@ -21,7 +21,7 @@ import (
 )
 
 // eventually polls cond until it holds; errors are remembered and retried, as the clusters
-// are eventually consistent.
+// are eventually consistent. It fails at once if the ccm has died.
 func (s *suite) eventually(t testing.TB, what string, cond func() (bool, error)) {
 	t.Helper()
 	s.eventuallyWithin(t, what, waitTimeout, cond)
@@ -33,6 +33,9 @@ func (s *suite) eventuallyWithin(t testing.TB, what string, timeout time.Duratio
 	t.Helper()
 	var last error
 	err := wait.PollUntilContextTimeout(s.ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		if err := s.ccmExited(); err != nil {
+			return false, err // nothing will change any more
+		}
 		ok, err := cond()
 		if err != nil {
 			last = err

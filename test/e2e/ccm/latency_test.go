@@ -81,9 +81,6 @@ func (s *suite) propagate(t testing.TB, ns string, n int, annotations map[string
 	}
 	// A burst of n takes about n × (a few tenant requests) at the ccm's client QPS.
 	s.eventuallyWithin(t, "every Service's address seen on both sides", max(waitTimeout, time.Duration(n)*200*time.Millisecond), func() (bool, error) {
-		if err := s.ccmExited(); err != nil {
-			return false, err
-		}
 		mu.Lock()
 		defer mu.Unlock()
 		for _, svc := range b.services {
