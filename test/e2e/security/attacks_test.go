@@ -201,7 +201,7 @@ func volumeHandleAttacks() []attack {
 			func(t *testing.T, w *world) outcome { return publishEverything(t, w, otherNS+"/"+w.gammaVol) }},
 		{"1e", "PV handle = gamma's volume ID, bare", "NotFound on publish/validate/get/clone",
 			func(t *testing.T, w *world) outcome { return publishEverything(t, w, w.gammaVol) }},
-		{"1g", "PV volumeAttributes naming the root disk, a serial, a bus", "ignored: our disk, our serial, configured bus", func(t *testing.T, w *world) outcome {
+		{"1f", "PV volumeAttributes naming the root disk, a serial, a bus", "ignored: our disk, our serial, configured bus", func(t *testing.T, w *world) outcome {
 			rsp, err := w.csiCtrl.Controller.ControllerPublishVolume(w.call(t), &csi.ControllerPublishVolumeRequest{
 				VolumeId: w.alphaVol, NodeId: w.alphaVM, VolumeCapability: mountCap(),
 				VolumeContext: map[string]string{"claimName": w.rootDisk, "dataVolume": w.rootDisk, "bus": "sata", "serial": tccsi.Serial(w.rootDisk)},
@@ -226,7 +226,7 @@ func volumeHandleAttacks() []attack {
 			return refused("serial "+pc[tccsi.PublishContextSerial]+" (ours), bus "+pc[tccsi.PublishContextBus]+"; root disk not attached",
 				infrastate.KeyOf("VM", infraNS, w.alphaVM), infrastate.KeyOf("DataVolume", infraNS, w.alphaVol), infrastate.KeyOf("PVC", infraNS, w.alphaVol))
 		}},
-		{"1f", "PV handle = ../<root disk>", "NotFound on publish/validate/get/clone",
+		{"1g", "PV handle = ../<root disk>", "NotFound on publish/validate/get/clone",
 			func(t *testing.T, w *world) outcome { return publishEverything(t, w, "../"+w.rootDisk) }},
 	}
 }

@@ -331,7 +331,7 @@ func nodeAttacks() []attack {
 		{"7d", "Node with providerID kubevirt://../tenant-b/gamma-w1", "never initialised, deleted", func(t *testing.T, w *world) outcome {
 			return w.neverInitialised(t, "crafted-traversal", "kubevirt://../"+otherNS+"/"+gammaVM)
 		}},
-		{"7f", "Node claiming our VM with provided-node-ip = beta's IP", "never initialised; beta's IP never an address", func(t *testing.T, w *world) outcome {
+		{"7e", "Node claiming our VM with provided-node-ip = beta's IP", "never initialised; beta's IP never an address", func(t *testing.T, w *world) outcome {
 			foreignIP := w.betaVMAddresses[0]
 			n := w.craftedNode(t, "crafted-node-ip", infra.ProviderID(w.alphaVM), func(n *corev1.Node) {
 				n.Annotations = map[string]string{providedNodeIP: foreignIP}
@@ -353,7 +353,7 @@ func nodeAttacks() []attack {
 			}
 			return refused("ccm: no cloud address matches " + foreignIP + "; still tainted, no foreign address")
 		}},
-		{"7e", "Node and providerID names of 253 chars", "never initialised, deleted", func(t *testing.T, w *world) outcome {
+		{"7f", "Node and providerID names of 253 chars", "never initialised, deleted", func(t *testing.T, w *world) outcome {
 			return w.neverInitialised(t, long253(), infra.ProviderID(long253()))
 		}},
 	}
