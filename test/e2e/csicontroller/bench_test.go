@@ -107,19 +107,23 @@ func benchVolumeOverhead(b *testing.B, conc int) {
 	}
 	stats.ReportCalls(b, "", harness.CountByKey(events), float64(total), "vol")
 
-	// Clean up (untimed) so the loop devices are free for the next run.
+	// Clean up (untimed) so the loop devices are free for the next run: one unplug at a time
+	// per VM, as the tenant's kubelet detaches, VMs in parallel.
 	published[warm] = vmName(0)
-	sem := make(chan struct{}, 8)
+	byVM := map[string][]string{}
 	for id, vm := range published {
+		byVM[vm] = append(byVM[vm], id)
+	}
+	for _, ids := range byVM {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := tn.unpublish(id, vm); err != nil {
-				b.Errorf("unpublish %s: %v", id, err)
-				return
-			}
-			if err := tn.delete(id); err != nil {
-				b.Errorf("delete %s: %v", id, err)
+			for _, id := range ids {
+				if err := tn.unpublish(id, published[id]); err != nil {
+					b.Errorf("unpublish %s: %v", id, err)
+					continue
+				}
+				if err := tn.delete(id); err != nil {
+					b.Errorf("delete %s: %v", id, err)
+				}
 			}
 		})
 	}
