@@ -52,8 +52,8 @@ func BenchmarkLBPropagation(b *testing.B) {
 			ns := s.namespace(b, "bench")
 			burst := s.propagate(b, ns, n, bulk)
 			// Events trail the statuses (each recorder writes them one at a time); the idle
-			// window starts once they are all in.
-			eventsIn := s.waitServiceEvents(b, ns, burst.services)
+			// window starts once they are in, or once waiting longer says they never will be.
+			eventsIn, delivered := s.waitServiceEvents(b, ns, burst.services)
 			// Idle with the n Services standing: an observation window, not a wait for anything.
 			idleSince := time.Now()
 			<-time.After(idleWindow)
@@ -81,6 +81,7 @@ func BenchmarkLBPropagation(b *testing.B) {
 			burstE2E.Report(b, "burst-e2e")
 			b.ReportMetric(float64(burst.done.Sub(burst.since).Milliseconds()), "burst-all-ms")
 			b.ReportMetric(float64(eventsIn.Sub(burst.done).Milliseconds()), "events-lag-ms")
+			b.ReportMetric(delivered, "ipassigned-events-%")
 			reportCalls(b, "", burst.since, burst.done, float64(n), "svc")
 			reportCalls(b, "idle-", idleSince, idleUntil, idleUntil.Sub(idleSince).Minutes(), "min")
 			s.mu.Lock()
@@ -92,38 +93,41 @@ func BenchmarkLBPropagation(b *testing.B) {
 	}
 }
 
-// waitServiceEvents waits until every Service in svcs has its EnsuredLoadBalancer (upstream
-// service controller) and IPAssigned (ccm) Events and returns when that was seen.
-func (s *suite) waitServiceEvents(b *testing.B, ns string, svcs []*corev1.Service) time.Time {
+// eventsWait bounds how long BenchmarkLBPropagation waits for the burst's Events.
+const eventsWait = 2 * time.Minute
+
+// waitServiceEvents waits, up to eventsWait, until every Service in svcs has its IPAssigned
+// Event (written by the ccm once the address is on the tenant). It returns when it stopped
+// waiting and the share of Services whose Event arrived: client-go's event broadcaster queues
+// at most 1,000 events and drops the rest, so a large burst may never see them all.
+func (s *suite) waitServiceEvents(b *testing.B, ns string, svcs []*corev1.Service) (time.Time, float64) {
 	b.Helper()
-	// Listing thousands of Events: poll gently, and wait as long as a slow box needs.
-	err := wait.PollUntilContextTimeout(s.ctx, 250*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+	var seen map[types.UID]bool
+	last := time.Now()
+	// Listing thousands of Events: poll gently.
+	err := wait.PollUntilContextTimeout(s.ctx, 500*time.Millisecond, eventsWait, true, func(ctx context.Context) (bool, error) {
 		if err := s.ccmExited(); err != nil {
 			return false, err
 		}
 		var events corev1.EventList
 		if err := s.tenant.List(ctx, &events, client.InNamespace(ns)); err != nil {
-			return false, nil // retried; the deadline reports it
+			return false, nil // retried; the deadline ends it
 		}
-		seen := map[string]map[types.UID]bool{"EnsuredLoadBalancer": {}, loadbalancer.ReasonIPAssigned: {}}
+		now := map[types.UID]bool{}
 		for _, e := range events.Items {
-			if m, ok := seen[e.Reason]; ok {
-				m[e.InvolvedObject.UID] = true
+			if e.Reason == loadbalancer.ReasonIPAssigned {
+				now[e.InvolvedObject.UID] = true
 			}
 		}
-		for _, svc := range svcs {
-			for _, m := range seen {
-				if !m[svc.UID] {
-					return false, nil
-				}
-			}
+		if len(now) > len(seen) {
+			seen, last = now, time.Now()
 		}
-		return true, nil
+		return len(seen) == len(svcs), nil
 	})
-	if err != nil {
-		b.Fatalf("waiting for the Services' Events: %v", err)
+	if err != nil && s.ccmExited() != nil {
+		b.Fatal(err)
 	}
-	return time.Now()
+	return last, 100 * float64(len(seen)) / float64(len(svcs))
 }
 
 // idleWindow is how long BenchmarkLBPropagation watches the ccm's requests with the Services
