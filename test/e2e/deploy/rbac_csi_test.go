@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"kubevirt.io/client-go/kubevirt"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
@@ -152,7 +153,9 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 		// The repairs of a half-applied hot-plug, set up by hand (as admin) the way a
 		// crash between virt-api's VM and VMI writes leaves them.
 		{"Unpublish repairs a VMI-only hot-plug", func(ctx context.Context, c *component) error {
-			if err := kv.KubevirtV1().VirtualMachineInstances(ns).AddVolume(ctx, vm, hotplugOptions(vol)); err != nil {
+			if err := virtAPIRetry(func() error {
+				return kv.KubevirtV1().VirtualMachineInstances(ns).AddVolume(ctx, vm, hotplugOptions(vol))
+			}); err != nil {
 				return fmt.Errorf("%w: VMI-level addvolume: %w", errSetup, err)
 			}
 			// Attached (phase Ready) before the call, so the controller's cache has it.
@@ -174,10 +177,12 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 			})
 		}},
 		{"Publish repairs a VM-only hot-plug", func(ctx context.Context, c *component) error {
-			if err := kv.KubevirtV1().VirtualMachines(ns).AddVolume(ctx, vm, hotplugOptions(vol)); err != nil {
+			if err := virtAPIRetry(func() error { return kv.KubevirtV1().VirtualMachines(ns).AddVolume(ctx, vm, hotplugOptions(vol)) }); err != nil {
 				return fmt.Errorf("%w: VM-level addvolume: %w", errSetup, err)
 			}
-			if err := kv.KubevirtV1().VirtualMachineInstances(ns).RemoveVolume(ctx, vm, &kubevirtv1.RemoveVolumeOptions{Name: vol}); err != nil {
+			if err := virtAPIRetry(func() error {
+				return kv.KubevirtV1().VirtualMachineInstances(ns).RemoveVolume(ctx, vm, &kubevirtv1.RemoveVolumeOptions{Name: vol})
+			}); err != nil {
 				return fmt.Errorf("%w: VMI-level removevolume: %w", errSetup, err)
 			}
 			_, err := cc.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{VolumeId: vol, NodeId: vm, VolumeCapability: rwo})
@@ -281,4 +286,13 @@ func deleteVolumes(ctx context.Context, ns string) error {
 		return fmt.Errorf("deleting DataVolumes: %w", err)
 	}
 	return nil
+}
+
+// virtAPIRetry repeats a hand-made hot-plug step while virt-api answers that the VMI changed
+// under it: like KubeVirt's, the simulator's virt-api reports its own write conflict as an
+// Internal error, and the simulated virt-handler writes the VMI all the time.
+func virtAPIRetry(call func() error) error {
+	return retry.OnError(retry.DefaultBackoff, func(err error) bool {
+		return apierrors.IsConflict(err) || apierrors.IsInternalError(err)
+	}, call)
 }
