@@ -19,31 +19,52 @@ type row struct {
 
 func parse(r io.Reader) (rows []row, failures []string, err error) {
 	sc := bufio.NewScanner(r)
-	pkg := ""
+	sc.Buffer(make([]byte, 0, 64*1024), 4<<20) // klog lines can be long
+	pkg, pending := "", ""
 	for sc.Scan() {
 		line := sc.Text()
 		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
-			pkg = strings.TrimPrefix(p, "github.com/tenantcloud/tenantcloud/")
+			pkg, pending = strings.TrimPrefix(p, "github.com/tenantcloud/tenantcloud/"), ""
 			continue
 		}
 		if strings.HasPrefix(line, "--- FAIL") || strings.HasPrefix(line, "FAIL") {
 			failures = append(failures, line)
+			pending = ""
 			continue
 		}
-		if !strings.HasPrefix(line, "Benchmark") {
+		if strings.HasPrefix(line, "Benchmark") {
+			f := strings.Fields(line)
+			if r, ok := result(pkg, f[0], f[1:]); ok {
+				rows = append(rows, r)
+				pending = ""
+			} else {
+				// The name is printed before the run; when the code under test logs to the
+				// same stream, the figures come on a later line of their own.
+				pending = f[0]
+			}
 			continue
 		}
-		f := strings.Fields(line)
-		if len(f) < 4 || len(f)%2 != 0 {
-			continue // a benchmark's own log line, not a result
+		if pending != "" && strings.HasPrefix(line, " ") {
+			if r, ok := result(pkg, pending, strings.Fields(line)); ok {
+				rows = append(rows, r)
+				pending = ""
+			}
 		}
-		r := row{pkg: pkg, name: strings.TrimPrefix(f[0], "Benchmark"), iterations: f[1]}
-		for i := 2; i+1 < len(f); i += 2 {
-			r.metrics = append(r.metrics, f[i]+" "+f[i+1])
-		}
-		rows = append(rows, r)
 	}
 	return rows, failures, sc.Err()
+}
+
+// result reads "N X ns/op [value unit]..." into a row; ok is false for anything else (a log
+// line, a FAIL).
+func result(pkg, name string, f []string) (row, bool) {
+	if len(f) < 3 || len(f)%2 != 1 || f[2] != "ns/op" || strings.Trim(f[0], "0123456789") != "" {
+		return row{}, false
+	}
+	r := row{pkg: pkg, name: strings.TrimPrefix(name, "Benchmark"), iterations: f[0]}
+	for i := 1; i+1 < len(f); i += 2 {
+		r.metrics = append(r.metrics, f[i]+" "+f[i+1])
+	}
+	return r, true
 }
 
 func write(w io.Writer, rows []row, failures []string, now time.Time) {

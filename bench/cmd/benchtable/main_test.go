@@ -14,6 +14,10 @@ BenchmarkStagePublish/ext4-2         	      20	  65000000 ns/op	        18.20 st
 BenchmarkBroken-2 	FAIL
 --- FAIL: BenchmarkBroken
 ok  	github.com/tenantcloud/tenantcloud/test/e2e/csinode	3.1s
+pkg: github.com/tenantcloud/tenantcloud/test/e2e/csicontroller
+BenchmarkVolumeOverhead/concurrent=1-2         	I1122 19:41:53.484232    8064 server.go:225] "CSI controller ready" a b
+I1122 19:41:54.000000    8064 server.go:1] "more log" x y
+      20	 694406063 ns/op	         1.000 create-datavolumes-calls/vol
 `
 
 func TestParseAndWrite(t *testing.T) {
@@ -21,8 +25,13 @@ func TestParseAndWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].pkg != "test/e2e/csinode" || rows[0].name != "StagePublish/ext4-2" || rows[0].iterations != "20" {
+	if len(rows) != 2 || rows[0].pkg != "test/e2e/csinode" || rows[0].name != "StagePublish/ext4-2" || rows[0].iterations != "20" {
 		t.Fatalf("rows = %+v", rows)
+	}
+	// Figures on their own line after the benchmark's log output.
+	if r := rows[1]; r.pkg != "test/e2e/csicontroller" || r.name != "VolumeOverhead/concurrent=1-2" ||
+		strings.Join(r.metrics, "|") != "694406063 ns/op|1.000 create-datavolumes-calls/vol" {
+		t.Fatalf("interleaved row = %+v", r)
 	}
 	if got := strings.Join(rows[0].metrics, "|"); got != "65000000 ns/op|18.20 stage-p50-ms|41.00 stage-p99-ms" {
 		t.Fatalf("metrics = %q", got)
