@@ -9,10 +9,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // stopGrace is how long Stop waits after SIGTERM before SIGKILL. MetalLB's manager shuts down
-// in well under a second when nothing is wrong.
+// in well under a second most of the time, but was seen to hang in a reconcile begun at the
+// signal: then it is killed, as the kubelet would after a pod's grace period.
 const stopGrace = 10 * time.Second
 
 // process is one child in its own process group.
@@ -58,7 +61,7 @@ func (p *process) exited() (bool, error) {
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after stopGrace, and waits for the
-// process to end.
+// process to end. Needing SIGKILL is logged, not an error: the process is gone either way.
 func (p *process) stop() error {
 	if done, _ := p.exited(); done {
 		return nil
@@ -71,7 +74,8 @@ func (p *process) stop() error {
 	case <-time.After(stopGrace):
 		_ = syscall.Kill(pgid, syscall.SIGKILL)
 		<-p.done
-		return fmt.Errorf("metallb-controller did not stop within %s of SIGTERM; killed", stopGrace)
+		klog.InfoS("metallb-controller did not stop after SIGTERM; killed", "grace", stopGrace, "pid", -pgid)
+		return nil
 	}
 }
 
