@@ -438,7 +438,7 @@ func (w *world) startCCM(t *testing.T) *ccmProcess {
 	w.must(t, err)
 	cmd := exec.Command(ccmBinary(w.dir), "--config", cfgPath, "--v=2", "--node-zones",
 		"--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s", "--leader-elect-retry-period=250ms",
-		"--node-monitor-period=500ms", "--concurrent-service-syncs=4")
+		"--node-monitor-period=500ms", "--concurrent-service-syncs=4", "--metrics-bind-address=127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
