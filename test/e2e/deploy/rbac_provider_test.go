@@ -102,6 +102,29 @@ func TestAutoscalerProviderChartRBAC(t *testing.T) {
 		if err := mgmt.DeleteAllOf(ctx, &corev1.Event{}, client.InNamespace(ns)); err != nil {
 			return err
 		}
+		// The last run's scale-down acted on first: growing the group back while its marked
+		// Machine is still live would keep that Machine, marked, and the next run's DeleteNodes
+		// would only take off the replica that mark is owed, without needing to mark anything.
+		if err := waitFor(ctx, "the last scale-down carried out", func(ctx context.Context) (bool, error) {
+			want, err := replicas(ctx, victims)
+			if err != nil {
+				return false, err
+			}
+			var machines clusterv1.MachineList
+			if err := mgmt.List(ctx, &machines, client.InNamespace(ns),
+				client.MatchingLabels{clusterv1.MachineDeploymentNameLabel: victims.Name}); err != nil {
+				return false, err
+			}
+			live := 0
+			for _, m := range machines.Items {
+				if m.DeletionTimestamp == nil {
+					live++
+				}
+			}
+			return int32(live) <= want, nil
+		}); err != nil {
+			return err
+		}
 		for _, md := range []*clusterv1.MachineDeployment{workers, victims} {
 			if err := setReplicas(ctx, md, 1); err != nil {
 				return err
