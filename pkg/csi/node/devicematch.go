@@ -35,6 +35,10 @@ func guestSerial(serial, bus string) string {
 // isDiskLink reports whether name is a by-id entry udev creates for the disk with serial on
 // bus; bus "" accepts either bus.
 func isDiskLink(name, serial, bus string) bool {
+	// Directory entries never hold a separator; a name that does is not one, whatever it ends in.
+	if strings.ContainsRune(name, '/') {
+		return false
+	}
 	switch bus {
 	case tccsi.BusVirtio:
 		return name == virtioLinkPrefix+guestSerial(serial, bus)
