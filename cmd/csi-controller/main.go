@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -22,6 +21,7 @@ import (
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/pkg/kubeconfig"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
@@ -91,14 +91,8 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Option
 	return tccsi.Serve(ctx, o.endpoint, srv.Register, opts.Metrics.ServerOption())
 }
 
-func infraRESTConfig(kubeconfig string) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
+func infraRESTConfig(path string) (*rest.Config, error) {
+	cfg, err := kubeconfig.RESTConfig(path)
 	if err != nil {
 		return nil, fmt.Errorf("infra API credentials: %w", err)
 	}

@@ -16,13 +16,13 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/identity"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
+	"github.com/tenantcloud/tenantcloud/pkg/kubeconfig"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
@@ -153,14 +153,8 @@ func (o *options) identity(ctx context.Context, cfg *config.Config) (node.Identi
 	return id, nil
 }
 
-func tenantRESTConfig(kubeconfig string) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
+func tenantRESTConfig(path string) (*rest.Config, error) {
+	cfg, err := kubeconfig.RESTConfig(path)
 	if err != nil {
 		return nil, fmt.Errorf("tenant API credentials: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
@@ -19,6 +18,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/pkg/kubeconfig"
 	"github.com/tenantcloud/tenantcloud/pkg/metrics"
 )
 
@@ -87,7 +87,7 @@ func Factory(opts Options) cloudprovider.Factory {
 
 // New builds a Provider for cfg. Nothing connects to a cluster until Initialize.
 func New(cfg *config.Config, opts Options) (*Provider, error) {
-	infraCfg, err := restConfig(cfg.InfraKubeconfig)
+	infraCfg, err := kubeconfig.RESTConfig(cfg.InfraKubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("infra kubeconfig: %w", err)
 	}
@@ -119,13 +119,6 @@ func NewWithInfraConfig(cfg *config.Config, opts Options, infraCfg *rest.Config)
 		instances: instances.New(ic, topo),
 		lb:        loadbalancer.New(ic, cfg.LoadBalancer, loadbalancer.Options{Class: opts.LoadBalancerClass, Metrics: opts.Metrics}),
 	}, nil
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		return rest.InClusterConfig()
-	}
-	return clientcmd.BuildConfigFromFlags("", kubeconfig)
 }
 
 // Initialize starts the scoped infra cache. The framework calls it once it is the leader, so

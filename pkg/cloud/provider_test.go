@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-const kubeconfig = `apiVersion: v1
+const kubeconfigYAML = `apiVersion: v1
 kind: Config
 clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
 users: [{name: u, user: {token: t}}]
@@ -18,7 +18,7 @@ current-context: c
 func TestFactory(t *testing.T) {
 	dir := t.TempDir()
 	kc := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kc, []byte(kubeconfig), 0o600); err != nil {
+	if err := os.WriteFile(kc, []byte(kubeconfigYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	good := "clusterName: alpha\ninfraNamespace: tenant-a\ninfraKubeconfig: " + kc + "\ntenantKubeconfig: " + kc +
