@@ -12,34 +12,57 @@ import (
 	"time"
 )
 
-// Process is a harness-started binary other than the control plane itself.
+// Process is a binary the harness or a test started: a control-plane helper, or one of our
+// programs run as it is deployed.
 type Process struct {
 	Name    string
 	LogFile string
 	cmd     *exec.Cmd
-	done    chan error
+	done    chan struct{} // closed when the process has ended
+	err     error         // how it ended; set before done is closed
 }
 
-// startProcess runs bin/<binary> with args, output to <dir>/<name>.log, in its own process
-// group so Stop reaches any children.
-func (e *Env) startProcess(name, binary string, args ...string) (*Process, error) {
-	logPath := filepath.Join(e.Dir, name+".log")
-	logFile, err := os.Create(logPath)
+// stopGrace is how long Stop waits after SIGTERM; our programs drain their work queues and
+// release leases on SIGTERM, which takes seconds on a loaded machine.
+const stopGrace = 20 * time.Second
+
+// StartBinary runs the binary at path with args, its output appended to logPath, in its own
+// process group (so Stop and Kill reach any children) that is killed with the test process.
+func StartBinary(name, path, logPath string, args ...string) (*Process, error) {
+	return startBinary(name, path, logPath, true, args)
+}
+
+func startBinary(name, path, logPath string, dieWithParent bool, args []string) (*Process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("%s: creating log: %w", name, err)
+		return nil, fmt.Errorf("%s: opening log: %w", name, err)
 	}
-	cmd := exec.Command(filepath.Join(e.Assets.BinDir, binary), args...)
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if dieWithParent {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &Process{Name: name, LogFile: logPath, cmd: cmd, done: make(chan error, 1)}
+	p := &Process{Name: name, LogFile: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
-		p.done <- cmd.Wait()
+		p.err = cmd.Wait()
 		_ = logFile.Close()
+		close(p.done)
 	}()
+	return p, nil
+}
+
+// startProcess runs bin/<binary> with args, output to <dir>/<name>.log. Its PID is recorded
+// so a later run reaps it if this one is killed before Env.Stop.
+func (e *Env) startProcess(name, binary string, args ...string) (*Process, error) {
+	p, err := startBinary(name, filepath.Join(e.Assets.BinDir, binary), filepath.Join(e.Dir, name+".log"), false, args)
+	if err != nil {
+		return nil, err
+	}
 	if err := recordChildren(e.Assets.BinDir); err != nil {
 		_ = p.Stop()
 		return nil, err
@@ -50,15 +73,17 @@ func (e *Env) startProcess(name, binary string, args ...string) (*Process, error
 // Exited reports whether the process has ended, and how.
 func (p *Process) Exited() (bool, error) {
 	select {
-	case err := <-p.done:
-		p.done <- err
-		return true, err
+	case <-p.done:
+		return true, p.err
 	default:
 		return false, nil
 	}
 }
 
-// Stop sends SIGTERM to the process group, then SIGKILL after 10 s.
+// Done is closed when the process has ended.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Stop sends SIGTERM to the process group, then SIGKILL after stopGrace (an error then).
 func (p *Process) Stop() error {
 	if exited, _ := p.Exited(); exited {
 		return nil
@@ -67,11 +92,46 @@ func (p *Process) Stop() error {
 	select {
 	case <-p.done:
 		return nil
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("%s did not stop on SIGTERM within 10s; killed", p.Name)
+	case <-time.After(stopGrace):
+		p.Kill()
+		return fmt.Errorf("%s did not stop on SIGTERM within %s; killed", p.Name, stopGrace)
 	}
+}
+
+// Kill ends the process group with SIGKILL, as an OOM kill or a lost node would (nothing is
+// released), and waits for it.
+func (p *Process) Kill() {
+	if exited, _ := p.Exited(); exited {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Pid is the process's ID (also its process group's).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Log returns the last n bytes of the process's log (the read error, if any).
+func (p *Process) Log(n int) string {
+	b, err := os.ReadFile(p.LogFile)
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSpace(string(b[max(0, len(b)-n):]))
+}
+
+// BuildPrograms builds the named cmd/ programs of this module into dir with extra go build
+// flags (e.g. -race), so a test never runs a stale bin/ binary.
+func BuildPrograms(ctx context.Context, dir string, flags []string, names ...string) error {
+	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, flags...)
+	for _, n := range names {
+		args = append(args, "github.com/tenantcloud/tenantcloud/cmd/"+n)
+	}
+	out, err := exec.CommandContext(ctx, "go", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 // StartScheduler runs the real kube-scheduler against the tenant cluster, so pods there become

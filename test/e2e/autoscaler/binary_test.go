@@ -28,6 +28,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // logWatcher collects a process's output lines and lets a test wait for one matching a
@@ -94,16 +95,11 @@ func (w *logWatcher) drain() {
 // buildProvider builds cmd/autoscaler-provider into a temporary directory.
 func buildProvider(tb testing.TB, ctx context.Context) string {
 	tb.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		tb.Skipf("go tool not in PATH: %v", err)
+	dir := tb.TempDir()
+	if err := harness.BuildPrograms(ctx, dir, nil, "autoscaler-provider"); err != nil {
+		tb.Fatal(err)
 	}
-	bin := filepath.Join(tb.TempDir(), "autoscaler-provider")
-	build := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/tenantcloud/tenantcloud/cmd/autoscaler-provider")
-	if out, err := build.CombinedOutput(); err != nil {
-		tb.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return filepath.Join(dir, "autoscaler-provider")
 }
 
 // process is a running autoscaler-provider binary.

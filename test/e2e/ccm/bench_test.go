@@ -85,7 +85,7 @@ func BenchmarkLBPropagation(b *testing.B) {
 			reportCalls(b, "", burst.since, burst.done, float64(n), "svc")
 			reportCalls(b, "idle-", idleSince, idleUntil, idleUntil.Sub(idleSince).Minutes(), "min")
 			s.mu.Lock()
-			pid := s.ccm.cmd.Process.Pid
+			pid := s.ccm.Pid()
 			s.mu.Unlock()
 			stats.ReportRSS(b, "ccm", pid)
 			s.deleteServices(b, burst.services)

@@ -19,9 +19,9 @@ func (s *suite) metricsURL(t *testing.T) string {
 	if p == nil {
 		t.Fatal("no ccm running")
 	}
-	url, err := scrape.MetricsURL(tail(p.log, 1<<20))
+	url, err := scrape.MetricsURL(p.Log(1 << 20))
 	if err != nil {
-		t.Fatalf("%s: %v", p.log, err)
+		t.Fatalf("%s: %v", p.LogFile, err)
 	}
 	return url
 }

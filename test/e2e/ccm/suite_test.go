@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +20,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"
 	"github.com/tenantcloud/tenantcloud/test/sim/kubevirt"
 	"github.com/tenantcloud/tenantcloud/test/sim/metallb"
@@ -79,7 +77,7 @@ type suite struct {
 	ccmArgs []string
 
 	mu   sync.Mutex
-	ccm  *process
+	ccm  *harness.Process
 	runs int
 }
 
@@ -143,15 +141,11 @@ func startSuite(t testing.TB, quota int, ccmArgs ...string) *suite {
 
 func (s *suite) build() error {
 	s.bin = filepath.Join(s.dir, "ccm")
-	args := []string{"build", "-o", s.bin}
+	var flags []string
 	if os.Getenv("CCM_E2E_RACE") != "" { // a race-enabled ccm; its log reports any race found
-		args = append(args, "-race")
+		flags = append(flags, "-race")
 	}
-	out, err := exec.Command("go", append(args, "github.com/tenantcloud/tenantcloud/cmd/ccm")...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go build ./cmd/ccm: %v\n%s", err, out)
-	}
-	return nil
+	return harness.BuildPrograms(s.ctx, s.dir, flags, "ccm")
 }
 
 func ipAddressPool(name, cidr string, auto bool) *unstructured.Unstructured {
@@ -252,57 +246,35 @@ func (s *suite) writeConfig(t testing.TB, kubeconfigs [2]string, quota int) {
 	}
 }
 
-// process is one run of the ccm binary.
-type process struct {
-	cmd    *exec.Cmd
-	log    string
-	exited chan error
-}
-
 // startCCM runs the binary and waits until it holds the leader lease. Lease timings are short
 // so a restarted ccm takes over within seconds (upstream does not release the lease on exit).
 func (s *suite) startCCM(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
 	s.runs++
-	logPath := filepath.Join(s.dir, fmt.Sprintf("ccm-%d.log", s.runs))
+	name := fmt.Sprintf("ccm-%d", s.runs)
 	s.mu.Unlock()
 	prevHolder := s.leaseHolder()
-	logFile, err := os.Create(logPath)
+	args := append([]string{"--config", s.cfgPath, "--v=2",
+		"--node-zones", "--load-balancer-class=" + lbClass,
+		"--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s", "--leader-elect-retry-period=250ms",
+		"--node-monitor-period=500ms", "--concurrent-service-syncs=4", "--metrics-bind-address=127.0.0.1:0"}, s.ccmArgs...)
+	p, err := harness.StartBinary(name, s.bin, filepath.Join(s.dir, name+".log"), args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(s.bin, "--config", s.cfgPath, "--v=2",
-		"--node-zones", "--load-balancer-class="+lbClass,
-		"--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s", "--leader-elect-retry-period=250ms",
-		"--node-monitor-period=500ms", "--concurrent-service-syncs=4", "--metrics-bind-address=127.0.0.1:0")
-	cmd.Args = append(cmd.Args, s.ccmArgs...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		t.Fatal(err)
-	}
-	p := &process{cmd: cmd, log: logPath, exited: make(chan error, 1)}
-	go func() {
-		p.exited <- cmd.Wait()
-		_ = logFile.Close()
-	}()
 	s.mu.Lock()
 	s.ccm = p
 	s.mu.Unlock()
 	start := time.Now()
 	s.eventually(t, "ccm holds the leader lease", func() (bool, error) {
-		select {
-		case err := <-p.exited:
-			p.exited <- err
-			return false, fmt.Errorf("ccm exited: %v\n%s", err, tail(p.log, 3000))
-		default:
+		if err := s.ccmExited(); err != nil {
+			return false, err
 		}
 		h := s.leaseHolder()
 		return h != "" && h != prevHolder, nil
 	})
-	t.Logf("ccm run %d leading %s after start", s.runs, time.Since(start).Round(time.Millisecond))
+	t.Logf("%s leading %s after start", name, time.Since(start).Round(time.Millisecond))
 }
 
 // ccmExited is an error if the ccm the suite started has exited on its own (e.g. it lost the
@@ -315,13 +287,10 @@ func (s *suite) ccmExited() error {
 	if p == nil {
 		return nil
 	}
-	select {
-	case err := <-p.exited:
-		p.exited <- err
-		return fmt.Errorf("ccm exited: %v\n%s", err, tail(p.log, 3000))
-	default:
-		return nil
+	if exited, err := p.Exited(); exited {
+		return fmt.Errorf("ccm exited: %v\n%s", err, p.Log(3000))
 	}
+	return nil
 }
 
 func (s *suite) leaseHolder() string {
@@ -344,16 +313,8 @@ func (s *suite) stopCCM(t testing.TB) {
 	if p == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.exited:
-		if err != nil {
-			t.Logf("ccm exited: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exited
-		t.Errorf("ccm did not stop on SIGTERM within 20s")
+	if err := p.Stop(); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -362,19 +323,8 @@ func (s *suite) dumpLog(t testing.TB) {
 	p := s.ccm
 	s.mu.Unlock()
 	if p != nil {
-		t.Logf("ccm log %s (tail):\n%s", p.log, tail(p.log, 12000))
+		t.Logf("ccm log %s (tail):\n%s", p.LogFile, p.Log(12000))
 	}
-}
-
-func tail(path string, max int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return strings.TrimSpace(string(b))
 }
 
 func (s *suite) create(t testing.TB, c client.Client, obj client.Object) {

@@ -26,6 +26,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/scrape"
 )
 
@@ -257,16 +258,10 @@ func createNamespaceAndVM(ctx context.Context, ns, cluster, vm string) error {
 // buildController builds cmd/csi-controller into dir.
 func buildController(t testing.TB, dir string) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("go tool not in PATH: %v", err)
+	if err := harness.BuildPrograms(context.Background(), dir, nil, "csi-controller"); err != nil {
+		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "csi-controller")
-	cmd := exec.Command(goTool, "build", "-o", bin, "github.com/tenantcloud/tenantcloud/cmd/csi-controller")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return filepath.Join(dir, "csi-controller")
 }
 
 // runBinary starts bin and stops it with SIGTERM at the end of the test, checking it exits 0.

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -430,27 +429,13 @@ func shorten(s string, n int) string {
 	return s
 }
 
-// buildPrograms builds the named cmd/ programs into dir (the binaries `make build` produces;
-// built here so the proof never runs a stale bin/).
-func buildPrograms(dir string, names ...string) error {
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	for _, n := range names {
-		args = append(args, "github.com/tenantcloud/tenantcloud/cmd/"+n)
-	}
-	out, err := exec.Command("go", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
 // built builds the programs once per test binary.
 var built = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "deploy-e2e-bin-")
 	if err != nil {
 		return "", err
 	}
-	return dir, buildPrograms(dir, "ccm", "csi-controller", "csi-node", "autoscaler-provider")
+	return dir, harness.BuildPrograms(context.Background(), dir, nil, "ccm", "csi-controller", "csi-node", "autoscaler-provider")
 })
 
 func programs(t *testing.T) string {

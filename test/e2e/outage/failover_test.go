@@ -66,7 +66,7 @@ func TestCCMFailover(t *testing.T) {
 	fo := killLeader(t, ctx, leader, func() { second = createLB(t, ctx, ns, "failover-1", late) })
 	killed, lastRenew, acquired := fo.killed, fo.lastRenew, fo.acquired
 	if !standby.leads() {
-		t.Fatalf("the Lease moved to a holder that is not the standby's:\n%s", standby.tail(3000))
+		t.Fatalf("the Lease moved to a holder that is not the standby's:\n%s", standby.Log(3000))
 	}
 	expiry := acquired.Sub(lastRenew)
 	if expiry < leaseDuration {
@@ -124,9 +124,9 @@ func startReplica(tb testing.TB, name string) *ccmProc {
 	}
 	tb.Cleanup(func() {
 		if tb.Failed() {
-			tb.Logf("%s log (tail):\n%s", p.Name, p.tail(6000))
+			tb.Logf("%s log (tail):\n%s", p.Name, p.Log(6000))
 		}
-		if err := p.stop(); err != nil {
+		if err := p.Stop(); err != nil {
 			tb.Error(err)
 		}
 	})
@@ -139,8 +139,8 @@ func leaderOf(tb testing.TB, ctx context.Context, replicas []*ccmProc) int {
 	leader := -1
 	eventually(tb, ctx, "one replica leading", func(context.Context) (bool, error) {
 		for i, p := range replicas {
-			if p.exited() {
-				return false, fmt.Errorf("%s exited: %v\n%s", p.Name, p.err, p.tail(3000))
+			if exited, err := p.Exited(); exited {
+				return false, fmt.Errorf("%s exited: %v\n%s", p.Name, err, p.Log(3000))
 			}
 			if p.leads() {
 				leader = i
@@ -163,7 +163,7 @@ type failover struct {
 // waits until another identity holds the Lease.
 func killLeader(tb testing.TB, ctx context.Context, leader *ccmProc, meanwhile func()) failover {
 	tb.Helper()
-	leader.kill()
+	leader.Kill()
 	f := failover{killed: time.Now()}
 	held, err := lease(ctx)
 	if err != nil {

@@ -47,8 +47,8 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 
 	k := world.runCCM(t, "ccm-"+down.Name)
 	eventually(t, ctx, "the ccm leading", func(context.Context) (bool, error) {
-		if p := k.current(); p.exited() {
-			return false, fmt.Errorf("ccm exited: %v\n%s", p.err, p.tail(3000))
+		if exited, err := k.current().Exited(); exited {
+			return false, fmt.Errorf("ccm exited: %v\n%s", err, k.current().Log(3000))
 		}
 		return k.current().leads(), nil
 	})
@@ -253,8 +253,8 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 			t.Errorf("audit log: %d successful %s, want %d", c.got, c.what, c.want)
 		}
 	}
-	if ex := k.current(); ex.exited() {
-		t.Errorf("the ccm is not running after the outage: %v", ex.err)
+	if exited, err := k.current().Exited(); exited {
+		t.Errorf("the ccm is not running after the outage: %v", err)
 	}
 
 	t.Logf("%s apiserver outage of %s: %d operations in flight at the stop, %d asked for during it, %d completed during it, %d completed in all, %d duplicates; converged %s after the apiserver was back; ccm restarts %d",

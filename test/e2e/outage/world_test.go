@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -92,11 +90,7 @@ func setupWorld(e *harness.Env) (stop func() error, err error) {
 	built := make(chan error, 1)
 	w.CCM = filepath.Join(w.Dir, "ccm")
 	go func() {
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", w.CCM, "github.com/tenantcloud/tenantcloud/cmd/ccm").CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("go build ./cmd/ccm: %w\n%s", err, out)
-		}
-		built <- err
+		built <- harness.BuildPrograms(ctx, w.Dir, nil, "ccm")
 	}()
 
 	mgmt := e.Management.Client
@@ -159,86 +153,27 @@ func (w *World) writeConfig(infraKubeconfig, tenantKubeconfig string) error {
 }
 
 // ccmProc is one run of the ccm binary.
-type ccmProc struct {
-	Name string
-	Log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
+type ccmProc struct{ *harness.Process }
 
 // startCCM runs the ccm with leader election on the short timings.
 func (w *World) startCCM(name string) (*ccmProc, error) {
-	logPath := filepath.Join(w.Dir, name+".log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(w.CCM, "--config", w.Config, "--v=2",
+	p, err := harness.StartBinary(name, w.CCM, filepath.Join(w.Dir, name+".log"), "--config", w.Config, "--v=2",
 		"--leader-elect-lease-duration="+leaseDuration.String(),
 		"--leader-elect-renew-deadline="+renewDeadline.String(),
 		"--leader-elect-retry-period="+retryPeriod.String(),
 		"--concurrent-service-syncs=4",
 		"--metrics-bind-address=127.0.0.1:0") // replicas share the host
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+	if err != nil {
+		return nil, err
 	}
-	p := &ccmProc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		_ = logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *ccmProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill ends the process group with SIGKILL, as an OOM kill or a node loss would: the Lease
-// is not released.
-func (p *ccmProc) kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
-// stop sends SIGTERM and waits, killing after 20 s.
-func (p *ccmProc) stop() error {
-	if p.exited() {
-		return nil
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(20 * time.Second):
-		p.kill()
-		return fmt.Errorf("%s did not stop on SIGTERM within 20s", p.Name)
-	}
+	return &ccmProc{p}, nil
 }
 
 // leads reports whether the process has acquired the leader Lease (client-go's leader
 // election logs it; the holder identity is hostname_UUID and names no process).
 func (p *ccmProc) leads() bool {
-	b, err := os.ReadFile(p.Log)
+	b, err := os.ReadFile(p.LogFile)
 	return err == nil && strings.Contains(strings.ToLower(string(b)), "successfully acquired lease")
-}
-
-func (p *ccmProc) tail(n int) string {
-	b, err := os.ReadFile(p.Log)
-	if err != nil {
-		return err.Error()
-	}
-	return string(b[max(0, len(b)-n):])
 }
 
 // kubelet keeps one ccm replica running the way a Deployment's kubelet does: when the process
@@ -272,7 +207,7 @@ func (w *World) runCCM(t *testing.T, name string) *kubelet {
 			t.Error(err)
 		}
 		if t.Failed() {
-			t.Logf("%s log (tail):\n%s", k.current().Name, k.current().tail(8000))
+			t.Logf("%s log (tail):\n%s", k.current().Name, k.current().Log(8000))
 		}
 	})
 	return k
@@ -285,10 +220,11 @@ func (k *kubelet) loop() {
 		select {
 		case <-k.quit:
 			return
-		case <-p.done:
+		case <-p.Done():
 		}
+		_, why := p.Exited()
 		k.mu.Lock()
-		k.exits = append(k.exits, fmt.Sprintf("%s: %v: %s", p.Name, p.err, lastLines(p.tail(4000), 3)))
+		k.exits = append(k.exits, fmt.Sprintf("%s: %v: %s", p.Name, why, lastLines(p.Log(4000), 3)))
 		k.mu.Unlock()
 		select {
 		case <-k.quit:
@@ -333,7 +269,7 @@ func lastLines(s string, n int) string {
 func (k *kubelet) stop() error {
 	close(k.quit)
 	<-k.finished
-	return k.current().stop()
+	return k.current().Stop()
 }
 
 // lease returns the ccm's leader Lease in the tenant cluster.

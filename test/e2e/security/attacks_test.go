@@ -50,7 +50,7 @@ func TestAttacks(t *testing.T) {
 		passed := t.Run(a.id+"_"+strings.ReplaceAll(a.name, " ", "_"), func(t *testing.T) {
 			before := w.snapshot(t)
 			out = a.run(t, w)
-			w.ccm.alive(t)
+			ccmAlive(t, w.ccm)
 			if d := before.Diff(w.snapshot(t), out.allow...); len(d) > 0 {
 				t.Errorf("infra objects changed by a refused attack:\n  %s", strings.Join(d, "\n  "))
 			}

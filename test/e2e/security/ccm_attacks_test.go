@@ -339,7 +339,7 @@ func nodeAttacks() []attack {
 			// The ccm says why it refuses in its log; only then is "still uninitialised" a
 			// result rather than a race.
 			w.eventually(t, "the ccm refusing the provided node IP", func() (bool, error) {
-				b, err := os.ReadFile(w.ccm.log)
+				b, err := os.ReadFile(w.ccm.LogFile)
 				return strings.Contains(string(b), "matches ip: "+foreignIP), err
 			})
 			w.must(t, w.tenant.Get(w.ctx, client.ObjectKeyFromObject(n), n))

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -84,7 +82,7 @@ type world struct {
 	node       csi.NodeClient      // alpha's csi-node, "inside" alpha's worker VM
 	kubeletDir string
 	provider   protos.CloudProviderClient
-	ccm        *ccmProcess
+	ccm        *harness.Process
 
 	alphaVM, alphaNode   string // alpha's worker (VM and tenant Node)
 	alphaVol             string // alpha's own volume
@@ -126,7 +124,7 @@ func startWorld(t *testing.T) *world {
 		scope: infra.Scope{Namespace: infraNS, ClusterName: cluster}}
 	start := time.Now()
 	built := make(chan error, 1)
-	go func() { built <- buildCCM(dir) }()
+	go func() { built <- harness.BuildPrograms(ctx, dir, nil, "ccm") }()
 
 	for _, ns := range []string{infraNS, otherNS} {
 		w.must(t, fixture.CreateNamespace(ctx, w.mgmt, ns))
@@ -398,25 +396,9 @@ func hasTaint(n *corev1.Node, key string) bool {
 	return false
 }
 
-// ccmProcess is the ccm binary, run as it is deployed: a config file, admin credentials for
-// the management cluster (so only its own checks refuse), an admin identity in the tenant.
-type ccmProcess struct {
-	cmd    *exec.Cmd
-	log    string
-	exited chan error
-}
-
-func ccmBinary(dir string) string { return filepath.Join(dir, "ccm") }
-
-func buildCCM(dir string) error {
-	out, err := exec.Command("go", "build", "-o", ccmBinary(dir), "github.com/tenantcloud/tenantcloud/cmd/ccm").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go build ./cmd/ccm: %v\n%s", err, out)
-	}
-	return nil
-}
-
-func (w *world) startCCM(t *testing.T) *ccmProcess {
+// startCCM runs the ccm binary as it is deployed: a config file, admin credentials for the
+// management cluster (so only its own checks refuse), an admin identity in the tenant.
+func (w *world) startCCM(t *testing.T) *harness.Process {
 	t.Helper()
 	tenantID, err := env.Tenant.AddUser("tenantcloud-ccm", "system:masters")
 	w.must(t, err)
@@ -433,50 +415,26 @@ func (w *world) startCCM(t *testing.T) *ccmProcess {
 	w.must(t, err)
 	cfgPath := filepath.Join(w.dir, "tenant.yaml")
 	w.must(t, os.WriteFile(cfgPath, data, 0o600))
-	logPath := filepath.Join(w.dir, "ccm.log")
-	logFile, err := os.Create(logPath)
-	w.must(t, err)
-	cmd := exec.Command(ccmBinary(w.dir), "--config", cfgPath, "--v=2", "--node-zones",
+	p, err := harness.StartBinary("ccm", filepath.Join(w.dir, "ccm"), filepath.Join(w.dir, "ccm.log"),
+		"--config", cfgPath, "--v=2", "--node-zones",
 		"--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s", "--leader-elect-retry-period=250ms",
 		"--node-monitor-period=500ms", "--concurrent-service-syncs=4", "--metrics-bind-address=127.0.0.1:0")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		t.Fatal(err)
-	}
-	p := &ccmProcess{cmd: cmd, log: logPath, exited: make(chan error, 1)}
-	go func() {
-		p.exited <- cmd.Wait()
-		_ = logFile.Close()
-	}()
+	w.must(t, err)
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-p.exited
-			t.Errorf("ccm did not stop on SIGTERM within 20s")
+		if err := p.Stop(); err != nil {
+			t.Error(err)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("ccm log tail:\n%s", b)
+			t.Logf("ccm log tail:\n%s", p.Log(8000))
 		}
 	})
 	return p
 }
 
-// alive fails the test if the ccm exited: a crash is not a refusal.
-func (p *ccmProcess) alive(t *testing.T) {
+// ccmAlive fails the test if the ccm exited: a crash is not a refusal.
+func ccmAlive(t *testing.T, p *harness.Process) {
 	t.Helper()
-	select {
-	case err := <-p.exited:
-		p.exited <- err
-		t.Fatalf("ccm exited: %v (log %s)", err, p.log)
-	default:
+	if exited, err := p.Exited(); exited {
+		t.Fatalf("ccm exited: %v (log %s)", err, p.LogFile)
 	}
 }
