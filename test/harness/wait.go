@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -29,4 +30,31 @@ func WaitFor(ctx context.Context, timeout time.Duration, cond func(context.Conte
 		return fmt.Errorf("%w (last error: %v)", err, last)
 	}
 	return err
+}
+
+// Eventually fails tb unless cond holds within timeout (see WaitFor).
+func Eventually(tb testing.TB, ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) {
+	tb.Helper()
+	if err := WaitFor(ctx, timeout, cond); err != nil {
+		tb.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// Consistently checks cond every PollInterval for d and fails tb at its first error: how a
+// test shows that something does not happen (a stalled phase holds) without sleeping.
+func Consistently(tb testing.TB, ctx context.Context, d time.Duration, what string, cond func(context.Context) error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var failed error
+	_ = wait.PollUntilContextCancel(ctx, PollInterval, true, func(ctx context.Context) (bool, error) {
+		if err := cond(ctx); err != nil {
+			failed = err
+			return true, nil
+		}
+		return false, nil
+	})
+	if failed != nil {
+		tb.Fatalf("%s: %v", what, failed)
+	}
 }

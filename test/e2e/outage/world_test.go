@@ -282,9 +282,7 @@ func lease(ctx context.Context) (*coordinationv1.Lease, error) {
 // eventually waits until cond holds; errors (an apiserver that is down) are retried.
 func eventually(tb testing.TB, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
 	tb.Helper()
-	if err := harness.WaitFor(ctx, waitTimeout, cond); err != nil {
-		tb.Fatalf("waiting for %s: %v", what, err)
-	}
+	harness.Eventually(tb, ctx, waitTimeout, what, cond)
 }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {

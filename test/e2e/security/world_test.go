@@ -229,9 +229,7 @@ func (w *world) create(t *testing.T, c client.Client, obj client.Object) {
 // eventually waits for cond; errors are retried, as both clusters are eventually consistent.
 func (w *world) eventually(t *testing.T, what string, cond func() (bool, error)) {
 	t.Helper()
-	if err := harness.WaitFor(w.ctx, waitTimeout, func(context.Context) (bool, error) { return cond() }); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
+	harness.Eventually(t, w.ctx, waitTimeout, what, func(context.Context) (bool, error) { return cond() })
 }
 
 // call bounds one gRPC call, as the CSI sidecars' and cluster-autoscaler's timeouts do.

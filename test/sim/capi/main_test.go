@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
@@ -161,31 +160,13 @@ func (s *sim) create(obj client.Object) {
 
 func (s *sim) eventually(what string, cond func() (bool, error)) {
 	s.t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(s.ctx, 20*time.Millisecond, 45*time.Second, true, func(context.Context) (bool, error) {
-		ok, err := cond()
-		if err != nil {
-			last = err
-			return false, nil
-		}
-		return ok, nil
-	})
-	if err != nil {
-		s.t.Fatalf("waiting for %s: %v (last error: %v)", what, err, last)
-	}
+	harness.Eventually(s.t, s.ctx, 45*time.Second, what, func(context.Context) (bool, error) { return cond() })
 }
 
 // consistently checks cond on every poll for d, to show something does not happen.
 func (s *sim) consistently(what string, d time.Duration, cond func() error) {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(s.ctx, d)
-	defer cancel()
-	_ = wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
-		if err := cond(); err != nil {
-			s.t.Fatalf("%s: %v", what, err)
-		}
-		return false, nil
-	})
+	harness.Consistently(s.t, s.ctx, d, what, func(context.Context) error { return cond() })
 }
 
 func (s *sim) newMD(name string, replicas int32) *clusterv1.MachineDeployment {

@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // waitTimeout bounds every wait on the simulator; steps take a few hundred milliseconds.
@@ -187,9 +189,7 @@ func assertPhases(t *testing.T, got []cdiv1.DataVolumePhase, want ...cdiv1.DataV
 // eventually polls cond until it holds or waitTimeout passes.
 func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
-	if err := wait.PollUntilContextTimeout(testCtx(t), 25*time.Millisecond, waitTimeout, true, cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
+	harness.Eventually(t, testCtx(t), waitTimeout, what, cond)
 }
 
 // stays checks that cond keeps holding for d (a deliberate hold, e.g. a stalled fault point).
