@@ -149,9 +149,16 @@ func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 		klog.ErrorS(err, "Building tenant client; load balancer controllers not started")
 		return
 	}
+	// Events get a client (and so a rate limiter) of their own: after a burst of Services they
+	// would otherwise hold back the status patches that carry addresses to the tenant.
+	eventClient, err := p.builder.Client(userAgent + "-events")
+	if err != nil {
+		klog.ErrorS(err, "Building tenant event client; load balancer controllers not started")
+		return
+	}
 	broadcaster := record.NewBroadcaster(record.WithContext(p.ctx))
 	broadcaster.StartStructuredLogging(3)
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventClient.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: userAgent})
 	go func() {
 		<-p.ctx.Done()
