@@ -7,6 +7,9 @@ import (
 	"os/signal"
 	"syscall"
 	"testing"
+
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Main starts the harness for a test binary, runs its tests and stops the harness, also on
@@ -23,6 +26,9 @@ type Setup func(e *Env) (stop func() error, err error)
 
 // MainWith is Main with setup run after the harness starts and before the tests.
 func MainWith(m *testing.M, env **Env, setup Setup) int {
+	// Simulators and in-process components run controller-runtime, which logs through its
+	// own logger: klog's, as the programs set it (pkg/cli).
+	ctrllog.SetLogger(klog.NewKlogr())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	e, err := Start(ctx)

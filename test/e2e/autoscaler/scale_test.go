@@ -16,10 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
-	"k8s.io/klog/v2"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
@@ -36,7 +34,6 @@ const (
 )
 
 var (
-	setLogger     sync.Once
 	schedulerOnce sync.Once
 	errScheduler  error
 )
@@ -61,7 +58,6 @@ type world struct {
 
 func startWorld(t *testing.T, ctx context.Context) *world {
 	t.Helper()
-	setLogger.Do(func() { ctrllog.SetLogger(klog.NewKlogr()) })
 	w := &world{t: t, ctx: ctx, ns: "sim-" + strings.ToLower(rand.String(5)),
 		mgmt: env.Management.Client, tenant: env.Tenant.Client, faults: fault.New()}
 	mgr, err := simmgr.New(env.Management.Config)

@@ -15,9 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tenantcloud/tenantcloud/test/harness"
@@ -81,12 +79,9 @@ type suite struct {
 	runs int
 }
 
-var setLogger sync.Once
-
 // startSuite starts everything with loadBalancer.maxServices = quota (0: unlimited); ccmArgs
 // are added to (and override) the ccm's flags.
 func startSuite(t testing.TB, quota int, ccmArgs ...string) *suite {
-	setLogger.Do(func() { ctrllog.SetLogger(klog.NewKlogr()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	// Not t.TempDir: the ccm logs of a failed run are kept for inspection.

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/klog/v2"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
@@ -35,7 +33,6 @@ const phaseDelay = 20 * time.Millisecond
 
 // TestMain runs the harness and the whole simulator (MetalLB included) once for the package.
 func TestMain(m *testing.M) {
-	ctrllog.SetLogger(klog.NewKlogr())
 	// The three scenarios mostly wait for simulated phases, not for CPU: run them all at once
 	// even on two cores (go test's -parallel defaults to GOMAXPROCS) unless -parallel is given.
 	flag.Parse()

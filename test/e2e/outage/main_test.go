@@ -19,9 +19,6 @@ import (
 	"os"
 	"testing"
 
-	"k8s.io/klog/v2"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
@@ -35,7 +32,6 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	ctrllog.SetLogger(klog.NewKlogr())
 	var setup harness.Setup
 	if skipReason = fixture.Supported(); skipReason == "" {
 		setup = setupWorld

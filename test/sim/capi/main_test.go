@@ -13,11 +13,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/klog/v2"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
@@ -37,8 +35,6 @@ const (
 	templateMemory = "3Gi"
 )
 
-var setLogger sync.Once
-
 // sim is one running simulator (KubeVirt + Cluster API/CAPK, own manager and fault injector)
 // with a fresh namespace holding a Cluster and a KubevirtMachineTemplate. Each test gets its
 // own cluster name, and the simulator only acts on that cluster.
@@ -54,7 +50,6 @@ type sim struct {
 
 func startSim(t *testing.T, opts Options) *sim {
 	t.Helper()
-	setLogger.Do(func() { ctrllog.SetLogger(klog.NewKlogr()) })
 	if opts.Faults == nil {
 		opts.Faults = fault.New()
 	}

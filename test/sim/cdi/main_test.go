@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/klog/v2"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
@@ -17,8 +14,6 @@ import (
 var env *harness.Env
 
 func TestMain(m *testing.M) {
-	// Reconciler errors and the simulator's own logs go to klog (stderr) like the product's.
-	log.SetLogger(klog.NewKlogr())
 	os.Exit(harness.Main(m, &env))
 }
 

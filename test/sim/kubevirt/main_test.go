@@ -14,10 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/klog/v2"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
@@ -41,12 +39,9 @@ type sim struct {
 	opts   Options
 }
 
-var setLogger sync.Once
-
 func startSim(t *testing.T, opts Options) *sim {
 	t.Helper()
 	// klog writes to stderr, which go test shows for failing packages.
-	setLogger.Do(func() { ctrllog.SetLogger(klog.NewKlogr()) })
 	if opts.Faults == nil {
 		opts.Faults = fault.New()
 	}
