@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
@@ -19,6 +21,10 @@ import (
 )
 
 func main() {
+	// The infra caches are controller-runtime's, which logs through a logger of its own;
+	// without one its messages are dropped, and the first of them after 30 s prints a stack
+	// trace about it. (Not in pkg/cli: csi-node must not link controller-runtime.)
+	ctrllog.SetLogger(klog.NewKlogr())
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

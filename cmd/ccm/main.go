@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
@@ -16,6 +18,10 @@ import (
 )
 
 func main() {
+	// The infra caches are controller-runtime's, which logs through a logger of its own;
+	// without one its messages are dropped, and the first of them after 30 s prints a stack
+	// trace about it. (Not in pkg/cli: csi-node must not link controller-runtime.)
+	ctrllog.SetLogger(klog.NewKlogr())
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
@@ -26,6 +27,10 @@ import (
 )
 
 func main() {
+	// The infra caches are controller-runtime's, which logs through a logger of its own;
+	// without one its messages are dropped, and the first of them after 30 s prints a stack
+	// trace about it. (Not in pkg/cli: csi-node must not link controller-runtime.)
+	ctrllog.SetLogger(klog.NewKlogr())
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

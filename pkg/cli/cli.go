@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/metrics"
@@ -127,9 +126,6 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "config OK: cluster=%s namespace=%s\n", cfg.ClusterName, cfg.InfraNamespace)
 		return ExitOK
 	}
-	// controller-runtime (the infra caches) logs through its own logger; without one its
-	// messages are dropped, and the first of them after 30 s prints a stack trace about it.
-	ctrllog.SetLogger(klog.NewKlogr())
 	klog.InfoS("Loaded config", "program", name, "version", version.Version,
 		"cluster", cfg.ClusterName, "namespace", cfg.InfraNamespace)
 
