@@ -80,7 +80,7 @@ func startSim(t *testing.T, opts Options) *sim {
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {
-			t.Errorf("simulator manager: %v", err)
+			t.Errorf("simulator manager: %v\ngoroutines still in simulator or controller-runtime code:\n%s", err, simmgr.StuckGoroutines())
 		}
 		cancel()
 	})

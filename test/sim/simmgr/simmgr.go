@@ -5,6 +5,8 @@ package simmgr
 
 import (
 	"fmt"
+	"runtime"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -36,4 +38,19 @@ func New(cfg *rest.Config) (manager.Manager, error) {
 		return nil, fmt.Errorf("building simulator manager for %s: %w", cfg.Host, err)
 	}
 	return mgr, nil
+}
+
+// StuckGoroutines returns the stacks of the goroutines in simulator or controller-runtime code,
+// for a test to print when a manager did not stop within its grace period: the manager's own
+// error names no runnable.
+func StuckGoroutines() string {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "controller-runtime") || strings.Contains(g, "tenantcloud/test/sim") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
