@@ -99,8 +99,15 @@ func (r *reconciler) sync(ctx context.Context, vmi *kubevirtv1.VirtualMachineIns
 	}
 	if len(updates) > 0 {
 		if err := r.write(ctx, vmi, updates); err != nil {
+			// The steps did not happen: their timers and Events are dropped with them, so the
+			// retry finds the step due at once, fails again and backs off like virt-handler's
+			// queue, instead of waiting a phase delay, succeeding at nothing and starting the
+			// backoff over.
 			return ctrl.Result{}, err
 		}
+	}
+	for _, done := range w.written {
+		done()
 	}
 	return ctrl.Result{RequeueAfter: w.requeue}, nil
 }
@@ -112,6 +119,9 @@ type walker struct {
 	now     time.Time
 	used    map[string]bool // guest device names taken
 	requeue time.Duration
+	// written runs once the status carrying this reconcile's steps is stored: the phase timers
+	// and Events of steps that a failed write undid must not count.
+	written []func()
 }
 
 func (w *walker) after(d time.Duration) {
@@ -167,10 +177,13 @@ func (w *walker) moved(st *kubevirtv1.VolumeStatus, phase kubevirtv1.VolumePhase
 		st.Reason, st.Message = reason, msg
 	}
 	st.Phase = phase
-	w.r.entered(w.key(st.Name), phase, w.now)
-	if reason != "" {
-		w.r.recorder.Eventf(w.vmi, nil, "Normal", reason, "Hotplug", "%s", msg)
-	}
-	klog.V(2).InfoS("Hotplug volume moved", "vmi", klog.KObj(w.vmi), "volume", st.Name, "phase", phase)
+	key, vmi, now, volume := w.key(st.Name), w.vmi, w.now, st.Name
+	w.written = append(w.written, func() {
+		w.r.entered(key, phase, now)
+		if reason != "" {
+			w.r.recorder.Eventf(vmi, nil, "Normal", reason, "Hotplug", "%s", msg)
+		}
+		klog.V(2).InfoS("Hotplug volume moved", "vmi", klog.KObj(vmi), "volume", volume, "phase", phase)
+	})
 	w.after(w.r.opts.PhaseDelay)
 }
