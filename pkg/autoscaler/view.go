@@ -117,11 +117,39 @@ func (v *view) group(ctx context.Context, id string) (nodeGroup, error) {
 	return g, nil
 }
 
-// machines returns the Machines of md: owned by a MachineSet that md controls, checked by
-// owner UID so a recreated namesake does not inherit them. Sorted by name.
-// liveMachines is machines read straight from the API through live: a scale-down decision
-// weighs every deletion mark in the group, and another replica's marks may not have reached
-// this replica's cache yet.
+// machines returns the Machines of md from the cache: owned by a MachineSet that md controls,
+// checked by owner UID so a recreated namesake does not inherit them. Sorted by name.
+func (v *view) machines(ctx context.Context, md *clusterv1.MachineDeployment) ([]*clusterv1.Machine, error) {
+	var sets clusterv1.MachineSetList
+	if err := v.infra.List(ctx, &sets, client.InNamespace(v.scope.Namespace),
+		client.MatchingFields{indexMachineDeployment: md.Name}, noCopy); err != nil {
+		return nil, fmt.Errorf("listing MachineSets of %s: %w", md.Name, err)
+	}
+	var out []*clusterv1.Machine
+	for i := range sets.Items {
+		ms := &sets.Items[i]
+		if !v.setOf(md, ms) {
+			continue
+		}
+		var machines clusterv1.MachineList
+		if err := v.infra.List(ctx, &machines, client.InNamespace(v.scope.Namespace),
+			client.MatchingFields{indexMachineSet: ms.Name}, noCopy); err != nil {
+			return nil, fmt.Errorf("listing Machines of MachineSet %s: %w", ms.Name, err)
+		}
+		for j := range machines.Items {
+			if m := &machines.Items[j]; v.machineOf(ms, m) {
+				out = append(out, m)
+			}
+		}
+	}
+	sortByName(out)
+	return out, nil
+}
+
+// liveMachines is machines read straight from the API through live (which has no field
+// indexes: the cluster's MachineSets and Machines are listed by label and matched here): a
+// scale-down decision weighs every deletion mark in the group, and another replica's marks may
+// not have reached this replica's cache yet.
 func (v *view) liveMachines(ctx context.Context, live client.Reader, md *clusterv1.MachineDeployment) ([]*clusterv1.Machine, error) {
 	scoped := []client.ListOption{client.InNamespace(v.scope.Namespace), client.MatchingLabelsSelector{Selector: v.scope.ClusterSelector()}}
 	var sets clusterv1.MachineSetList
@@ -130,8 +158,7 @@ func (v *view) liveMachines(ctx context.Context, live client.Reader, md *cluster
 	}
 	owned := map[string]*clusterv1.MachineSet{}
 	for i := range sets.Items {
-		ms := &sets.Items[i]
-		if v.ours(ms, ms.Spec.ClusterName) && controlledBy(ms, "MachineDeployment", md) {
+		if ms := &sets.Items[i]; v.setOf(md, ms) {
 			owned[ms.Name] = ms
 		}
 	}
@@ -142,43 +169,26 @@ func (v *view) liveMachines(ctx context.Context, live client.Reader, md *cluster
 	var out []*clusterv1.Machine
 	for i := range machines.Items {
 		m := &machines.Items[i]
-		ref := clusterController(m, "MachineSet")
-		if ref == nil || !v.ours(m, m.Spec.ClusterName) {
-			continue
-		}
-		if ms := owned[ref.Name]; ms != nil && ref.UID == ms.UID {
+		if ref := clusterController(m, "MachineSet"); ref != nil && owned[ref.Name] != nil && v.machineOf(owned[ref.Name], m) {
 			out = append(out, m)
 		}
 	}
+	sortByName(out)
 	return out, nil
 }
 
-func (v *view) machines(ctx context.Context, md *clusterv1.MachineDeployment) ([]*clusterv1.Machine, error) {
-	var sets clusterv1.MachineSetList
-	if err := v.infra.List(ctx, &sets, client.InNamespace(v.scope.Namespace),
-		client.MatchingFields{indexMachineDeployment: md.Name}, noCopy); err != nil {
-		return nil, fmt.Errorf("listing MachineSets of %s: %w", md.Name, err)
-	}
-	var out []*clusterv1.Machine
-	for i := range sets.Items {
-		ms := &sets.Items[i]
-		if !v.ours(ms, ms.Spec.ClusterName) || !controlledBy(ms, "MachineDeployment", md) {
-			continue
-		}
-		var machines clusterv1.MachineList
-		if err := v.infra.List(ctx, &machines, client.InNamespace(v.scope.Namespace),
-			client.MatchingFields{indexMachineSet: ms.Name}, noCopy); err != nil {
-			return nil, fmt.Errorf("listing Machines of MachineSet %s: %w", ms.Name, err)
-		}
-		for j := range machines.Items {
-			m := &machines.Items[j]
-			if v.ours(m, m.Spec.ClusterName) && controlledBy(m, "MachineSet", ms) {
-				out = append(out, m)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+// setOf and machineOf are the ownership rules both listings apply: this cluster's objects,
+// controlled by the very owner (name and UID).
+func (v *view) setOf(md *clusterv1.MachineDeployment, ms *clusterv1.MachineSet) bool {
+	return v.ours(ms, ms.Spec.ClusterName) && controlledBy(ms, "MachineDeployment", md)
+}
+
+func (v *view) machineOf(ms *clusterv1.MachineSet, m *clusterv1.Machine) bool {
+	return v.ours(m, m.Spec.ClusterName) && controlledBy(m, "MachineSet", ms)
+}
+
+func sortByName(machines []*clusterv1.Machine) {
+	sort.Slice(machines, func(i, j int) bool { return machines[i].Name < machines[j].Name })
 }
 
 // machineByInstance resolves an instance id (a providerID, or a pending id from
