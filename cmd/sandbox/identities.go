@@ -89,13 +89,9 @@ func applyKinds(ctx context.Context, c client.Client, ns string, objs []*unstruc
 		if !rbacKinds[o.GetKind()] {
 			continue
 		}
-		o = o.DeepCopy()
-		namespaced, err := c.IsObjectNamespaced(o)
+		o, _, err := render.Placed(c, ns, o)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", o.GetKind(), o.GetName(), err)
-		}
-		if namespaced {
-			o.SetNamespace(ns)
+			return err
 		}
 		if err := c.Create(ctx, o); err != nil {
 			return fmt.Errorf("creating %s %s: %w", o.GetKind(), o.GetName(), err)

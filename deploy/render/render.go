@@ -18,6 +18,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -88,6 +89,20 @@ func Decode(out []byte) ([]*unstructured.Unstructured, error) {
 		}
 		objs = append(objs, &unstructured.Unstructured{Object: m})
 	}
+}
+
+// Placed returns a copy of o to create on c: a namespaced object goes into ns (the release's
+// namespace), a cluster-scoped one as rendered. namespaced says which it is.
+func Placed(c client.Client, ns string, o *unstructured.Unstructured) (placed *unstructured.Unstructured, namespaced bool, err error) {
+	namespaced, err = c.IsObjectNamespaced(o)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s %s: %w", o.GetKind(), o.GetName(), err)
+	}
+	placed = o.DeepCopy()
+	if namespaced {
+		placed.SetNamespace(ns)
+	}
+	return placed, namespaced, nil
 }
 
 // Find returns the object of kind and name, or nil.

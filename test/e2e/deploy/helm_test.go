@@ -113,19 +113,15 @@ func countKinds(objs []*unstructured.Unstructured) map[string]int {
 func dryRunAll(t *testing.T, ctx context.Context, c client.Client, ns string, objs []*unstructured.Unstructured) {
 	t.Helper()
 	for _, o := range objs {
-		o = o.DeepCopy()
-		namespaced, err := c.IsObjectNamespaced(o)
+		placed, namespaced, err := chartrender.Placed(c, ns, o)
 		if err != nil {
-			t.Errorf("%s %s: the apiserver does not know the kind: %v", o.GetKind(), o.GetName(), err)
+			t.Errorf("the apiserver does not know the kind: %v", err)
 			continue
 		}
-		if namespaced {
-			if o.GetNamespace() != "" && o.GetNamespace() != ns {
-				t.Errorf("%s %s: rendered into namespace %q, want the release namespace", o.GetKind(), o.GetName(), o.GetNamespace())
-			}
-			o.SetNamespace(ns)
+		if namespaced && o.GetNamespace() != "" && o.GetNamespace() != ns {
+			t.Errorf("%s %s: rendered into namespace %q, want the release namespace", o.GetKind(), o.GetName(), o.GetNamespace())
 		}
-		if err := c.Create(ctx, o, client.DryRunAll); err != nil {
+		if err := c.Create(ctx, placed, client.DryRunAll); err != nil {
 			t.Errorf("dry-run create %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}

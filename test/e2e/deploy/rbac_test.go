@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
 )
 
 // serviceAccountUser is the username the apiserver gives ServiceAccount ns/name's tokens; RBAC
@@ -23,14 +25,11 @@ func applyRendered(t *testing.T, ctx context.Context, c client.Client, ns string
 		if want, ok := names[o.GetKind()]; !ok || !strings.HasSuffix(o.GetName(), want) {
 			continue
 		}
-		o = o.DeepCopy()
-		namespaced, err := c.IsObjectNamespaced(o)
+		o, namespaced, err := chartrender.Placed(c, ns, o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if namespaced {
-			o.SetNamespace(ns)
-		} else {
+		if !namespaced {
 			t.Cleanup(func() { _ = c.Delete(context.Background(), o) })
 		}
 		if err := c.Create(ctx, o); err != nil {
