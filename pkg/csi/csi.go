@@ -45,3 +45,49 @@ func Serial(volumeID string) string {
 	sum := sha256.Sum256([]byte(volumeID))
 	return strings.ToLower(serialEncoding.EncodeToString(sum[:]))[:MaxSerialLen]
 }
+
+// Volumes adopted from the upstream KubeVirt CSI driver (kubevirt/csi-driver; see
+// docs/migration.md). Their PVs name that driver and carry its handle and volume context, all
+// immutable, so tenantcloud serves them under those names:
+//   - the driver name is csi.kubevirt.io (pkg/service/driver.go VendorName);
+//   - the handle is the DataVolume's name, the CSI name external-provisioner chose:
+//     "pvc-" + the tenant PVC's UID (pkg/service/controller.go CreateVolume: VolumeId = req.Name);
+//   - the volume context holds "serial" = the DataVolume's UID, which upstream hot-plugs as the
+//     disk serial and its node plugin matches against lsblk's SERIAL, and "bus" (default scsi).
+const (
+	// LegacyDriverName is the upstream driver's name, under which adopted volumes are served.
+	LegacyDriverName = "csi.kubevirt.io"
+	// LegacyVolumeIDPrefix starts every handle external-provisioner gave the upstream driver.
+	LegacyVolumeIDPrefix = "pvc-"
+	// LegacyContextSerial and LegacyContextBus are the upstream volume_context keys.
+	LegacyContextSerial = "serial"
+	LegacyContextBus    = "bus"
+)
+
+// IsLegacyVolumeID reports whether id has the form of an upstream volume handle: "pvc-" and a
+// canonical lowercase UUID. Nothing else can be an adopted volume, so no lookup is made for it.
+func IsLegacyVolumeID(id string) bool {
+	rest, ok := strings.CutPrefix(id, LegacyVolumeIDPrefix)
+	return ok && IsCanonicalUID(rest)
+}
+
+// IsCanonicalUID reports whether s is a UUID as apiservers assign them: 8-4-4-4-12 lowercase
+// hex digits. Upstream serials (DataVolume UIDs) have this form.
+func IsCanonicalUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if r != '-' {
+				return false
+			}
+		default:
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -235,7 +235,7 @@ func (s *Server) volumePage(ctx context.Context, token string, maxEntries int32)
 		byID[v.id] = v
 		ids = append(ids, v.id)
 	}
-	selected, next, err := page(ids, token, maxEntries, IsVolumeID)
+	selected, next, err := page(ids, token, maxEntries, isVolumeHandle)
 	if errors.Is(err, errInvalidToken) {
 		return nil, "", status.Errorf(codes.Aborted, "starting_token %q: %v", token, err)
 	}

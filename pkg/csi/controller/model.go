@@ -27,6 +27,7 @@ type volume struct {
 	name        string
 	capacity    int64
 	bus         string
+	serial      string // the disk serial the volume is hot-plugged with
 	source      string // AnnContentSource
 	accessModes []corev1.PersistentVolumeAccessMode
 	volumeMode  corev1.PersistentVolumeMode
@@ -36,6 +37,9 @@ type volume struct {
 // DataVolume must be owned by us (pkg/infra) and its name must be VolumeID of the CSI name it
 // is annotated with, so neither a relabelled foreign DataVolume nor a renamed one passes.
 func (s *Server) asVolume(dv *cdiv1.DataVolume) (*volume, bool) {
+	if tccsi.IsLegacyVolumeID(dv.Name) {
+		return s.asAdoptedVolume(dv)
+	}
 	if !s.scope.OwnedBy(dv, Component) || !IsVolumeID(dv.Name) {
 		return nil, false
 	}
@@ -43,23 +47,18 @@ func (s *Server) asVolume(dv *cdiv1.DataVolume) (*volume, bool) {
 	if name == "" || VolumeID(s.scope.ClusterName, name) != dv.Name {
 		return nil, false
 	}
-	v := &volume{dv: dv, id: dv.Name, name: name, bus: dv.Annotations[AnnBus], source: dv.Annotations[AnnContentSource]}
+	v := &volume{dv: dv, id: dv.Name, name: name, serial: tccsi.Serial(dv.Name), bus: dv.Annotations[AnnBus], source: dv.Annotations[AnnContentSource]}
 	if v.bus != tccsi.BusVirtio {
 		v.bus = tccsi.BusSCSI
 	}
-	if st := dv.Spec.Storage; st != nil {
-		v.accessModes = st.AccessModes
-		if st.VolumeMode != nil {
-			v.volumeMode = *st.VolumeMode
-		}
-		if q, ok := st.Resources.Requests[corev1.ResourceStorage]; ok {
-			v.capacity = q.Value()
-		}
-	}
-	if n, err := strconv.ParseInt(dv.Annotations[AnnCapacity], 10, 64); err == nil && n > 0 {
-		v.capacity = n
-	}
+	v.readStorage()
 	return v, true
+}
+
+// parseBytes reads a positive byte count annotation.
+func parseBytes(s string) (int64, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil && n > 0
 }
 
 func (v *volume) terminating() bool { return v.dv.DeletionTimestamp != nil }
@@ -106,7 +105,7 @@ func notFoundVolume(id string) error {
 
 // getVolume resolves a volume ID through the ownership-checked lookup.
 func (s *Server) getVolume(ctx context.Context, id string) (*volume, error) {
-	if !IsVolumeID(id) {
+	if !isVolumeHandle(id) {
 		return nil, notFoundVolume(id)
 	}
 	dv, err := s.infra.OwnedDataVolume(ctx, id, Component)
@@ -195,7 +194,7 @@ func (s *Server) attachments(ctx context.Context) (map[string][]string, error) {
 	}
 	out := map[string][]string{}
 	add := func(id, vm string) {
-		if IsVolumeID(id) && !slices.Contains(out[id], vm) {
+		if isVolumeHandle(id) && !slices.Contains(out[id], vm) {
 			out[id] = append(out[id], vm)
 		}
 	}

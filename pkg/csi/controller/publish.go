@@ -70,7 +70,7 @@ func (s *Server) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 		}
 	}
 
-	serial := tccsi.Serial(id)
+	serial := v.serial
 	if err := s.hotplug(ctx, v, vm, serial); err != nil {
 		return nil, err
 	}
@@ -204,7 +204,7 @@ func (s *Server) ControllerUnpublishVolume(ctx context.Context, req *csi.Control
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
-	if !IsVolumeID(id) {
+	if !isVolumeHandle(id) {
 		return nil, notFoundVolume(id)
 	}
 	release, err := s.inflight.acquire(id, "ControllerUnpublishVolume")

@@ -248,12 +248,7 @@ func PluginCapabilities() []*csi.PluginCapability {
 
 // Register adds the Identity and Controller services to r.
 func (s *Server) Register(r grpc.ServiceRegistrar) {
-	csi.RegisterIdentityServer(r, identity.New(identity.Options{
-		Name:         tccsi.DriverName,
-		Capabilities: PluginCapabilities(),
-		Ready:        s.Ready,
-	}))
-	csi.RegisterControllerServer(r, s)
+	s.register(r, tccsi.DriverName)
 }
 
 // reader reads from the scoped cache.

@@ -41,7 +41,7 @@ func (s *Server) asSnapshot(u *unstructured.Unstructured) (*snapshot, bool) {
 	}
 	ann := u.GetAnnotations()
 	name := ann[AnnSnapshotName]
-	if name == "" || SnapshotID(s.scope.ClusterName, name) != u.GetName() || !IsVolumeID(ann[AnnSourceVolume]) {
+	if name == "" || SnapshotID(s.scope.ClusterName, name) != u.GetName() || !isVolumeHandle(ann[AnnSourceVolume]) {
 		return nil, false
 	}
 	sn := &snapshot{obj: u, id: u.GetName(), name: name, sourceVolume: ann[AnnSourceVolume], created: u.GetCreationTimestamp().Time}

@@ -272,7 +272,7 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	logger := klog.FromContext(ctx).WithValues("volumeID", id)
-	if !IsVolumeID(id) {
+	if !isVolumeHandle(id) {
 		logger.V(2).Info("DeleteVolume: not a tenantcloud volume ID; nothing to delete")
 		return &csi.DeleteVolumeResponse{}, nil
 	}

@@ -105,8 +105,12 @@ func resolveDiskLink(link, serial string) (disk, error) {
 
 // volumeDisk finds the disk of volumeID without waiting, for calls that carry no
 // publish_context: its serial is derived from the volume ID exactly as the controller does,
-// and either bus is accepted.
-func (s *Server) volumeDisk(volumeID string) (disk, error) {
+// and either bus is accepted. An adopted upstream volume is found by the mount at one of
+// paths instead (legacyDisk).
+func (s *Server) volumeDisk(volumeID string, paths ...string) (disk, error) {
+	if tccsi.IsLegacyVolumeID(volumeID) {
+		return s.legacyDisk(paths...)
+	}
 	return findDisk(s.opts.DeviceDir, tccsi.Serial(volumeID), "")
 }
 

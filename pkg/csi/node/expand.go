@@ -87,7 +87,7 @@ func (s *Server) resolveVolumePath(volumeID, field, p string) (string, error) {
 // mountedDisk returns the volume's disk after checking that path is a mount of it. Both a
 // missing disk and a path holding something else are NOT_FOUND: the volume is not there.
 func (s *Server) mountedDisk(volumeID, path string) (disk, error) {
-	d, err := s.volumeDisk(volumeID)
+	d, err := s.volumeDisk(volumeID, path)
 	if errors.Is(err, errDiskAbsent) {
 		return disk{}, status.Errorf(codes.NotFound, "volume %q is not attached to this VM: %v", volumeID, err)
 	}

@@ -52,7 +52,7 @@ func (s *Server) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolume
 	}
 
 	var entries []*csi.VolumeHealth_VolumeHealthEntry
-	d, err := s.volumeDisk(volumeID)
+	d, err := s.volumeDisk(volumeID, paths...)
 	switch {
 	case err == nil:
 		entries = pathHealth(t, d, paths)

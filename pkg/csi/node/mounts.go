@@ -119,7 +119,7 @@ func describeMount(m mount.MountInfo) string {
 // the volume's disk, or, if that disk is already gone from the VM, at least be a disk mount.
 // Anything else (a tmpfs, another volume's disk) was not mounted by us for this volume.
 func (s *Server) mayUnmount(volumeID string, m mount.MountInfo) error {
-	d, err := s.volumeDisk(volumeID)
+	d, err := s.volumeDisk(volumeID, m.MountPoint)
 	switch {
 	case err == nil:
 		if refersTo(m, d.dev) {

@@ -28,7 +28,7 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err != nil {
 		return nil, err
 	}
-	serial, bus, err := diskFromContext(volumeID, req.GetPublishContext())
+	serial, bus, err := diskFromContext(volumeID, req.GetPublishContext(), req.GetVolumeContext())
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,11 @@ import (
 // diskFromContext returns the serial and bus of the volume's disk from publish_context. The
 // serial is always csi.Serial(volumeID); a publish_context without one (a CO that lost it)
 // still works, and one that disagrees is refused rather than mounting another volume's disk.
-func diskFromContext(volumeID string, pc map[string]string) (serial, bus string, err error) {
+// Adopted upstream volumes carry their serial in the contexts (legacyDiskFromContext).
+func diskFromContext(volumeID string, pc, vc map[string]string) (serial, bus string, err error) {
+	if tccsi.IsLegacyVolumeID(volumeID) {
+		return legacyDiskFromContext(volumeID, pc, vc)
+	}
 	want := tccsi.Serial(volumeID)
 	serial = pc[tccsi.PublishContextSerial]
 	if serial == "" {
@@ -51,7 +55,7 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err != nil {
 		return nil, err
 	}
-	serial, bus, err := diskFromContext(volumeID, req.GetPublishContext())
+	serial, bus, err := diskFromContext(volumeID, req.GetPublishContext(), req.GetVolumeContext())
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func (s *Server) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 	}
 	// Without its disk the volume cannot be told apart from another one; with it, the mount
 	// must be that disk.
-	d, err := s.volumeDisk(volumeID)
+	d, err := s.volumeDisk(volumeID, path)
 	switch {
 	case err == nil && !refersTo(m, d.dev):
 		return nil, status.Errorf(codes.NotFound, "%s holds %s, not the disk of volume %q, %s", path, describeMount(m), volumeID, d)
