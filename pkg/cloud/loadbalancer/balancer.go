@@ -197,6 +197,14 @@ func (b *Balancer) ensureInfra(ctx context.Context, svc *corev1.Service) (*corev
 	}
 	existing := &corev1.Service{}
 	err = b.infra.GetOwned(ctx, desired.Name, existing)
+	if apierrors.IsNotFound(err) {
+		// An adopted upstream load balancer is kept under its own name (and address).
+		if adopted, aerr := b.adoptedService(ctx, svc); aerr == nil {
+			existing, err, desired.Name = adopted, nil, adopted.Name
+		} else if !apierrors.IsNotFound(aerr) {
+			return nil, aerr
+		}
+	}
 	switch {
 	case apierrors.IsNotFound(err):
 		created, err := b.create(ctx, svc, desired)
@@ -363,14 +371,17 @@ func (b *Balancer) deleteSlices(ctx context.Context, sel map[string]string) erro
 	return nil
 }
 
-// infraService returns the owned infra Service standing for this incarnation of svc.
+// infraService returns the owned infra Service standing for this incarnation of svc: the
+// native one, or else an adopted upstream one.
 func (b *Balancer) infraService(ctx context.Context, svc *corev1.Service) (*corev1.Service, error) {
 	name, err := InfraServiceName(svc.UID)
 	if err != nil {
 		return nil, apierrors.NewNotFound(corev1.Resource("services"), svc.Name)
 	}
 	infraSvc := &corev1.Service{}
-	if err := b.infra.GetOwned(ctx, name, infraSvc); err != nil {
+	if err := b.infra.GetOwned(ctx, name, infraSvc); apierrors.IsNotFound(err) {
+		return b.adoptedService(ctx, svc)
+	} else if err != nil {
 		return nil, err
 	}
 	if infraSvc.Labels[LabelServiceUID] != string(svc.UID) {
