@@ -36,9 +36,10 @@ func main() {
 
 // options are the flags only this program has.
 type options struct {
-	endpoint string
-	qps      float32
-	burst    int
+	endpoint       string
+	legacyEndpoint string
+	qps            float32
+	burst          int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -49,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"volumes as management-cluster DataVolumes and hot-plugs them into the tenant's VMs",
 		AddFlags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI gRPC endpoint to serve")
+			fs.StringVar(&o.legacyEndpoint, "legacy-endpoint", "", "also serve the controller under the upstream KubeVirt CSI driver's name ("+tccsi.LegacyDriverName+") on this endpoint, for a second set of CSI sidecars that serves the PVs adopted from it (docs/migration.md); empty = off")
 			fs.Float32Var(&o.qps, "infra-api-qps", 50, "queries per second to the management apiserver")
 			fs.IntVar(&o.burst, "infra-api-burst", 100, "burst of queries to the management apiserver")
 		},
@@ -59,7 +61,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if o.qps <= 0 || o.burst <= 0 {
 				return fmt.Errorf("--infra-api-qps and --infra-api-burst must be positive, got %v and %d", o.qps, o.burst)
 			}
-			_, err := tccsi.UnixSocketPath(o.endpoint)
+			if _, err := tccsi.UnixSocketPath(o.endpoint); err != nil {
+				return err
+			}
+			if o.legacyEndpoint == "" {
+				return nil
+			}
+			if o.legacyEndpoint == o.endpoint {
+				return errors.New("--legacy-endpoint must differ from --endpoint")
+			}
+			_, err := tccsi.UnixSocketPath(o.legacyEndpoint)
 			return err
 		},
 		Serve: o.serve,
@@ -93,7 +104,18 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Option
 		}
 		return err
 	}
-	return tccsi.Serve(ctx, o.endpoint, srv.Register, opts.Metrics.ServerOption())
+	if o.legacyEndpoint == "" {
+		return tccsi.Serve(ctx, o.endpoint, srv.Register, opts.Metrics.ServerOption())
+	}
+	// Both names serve one Server; when either endpoint fails, both stop.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 2)
+	go func() { served <- tccsi.Serve(ctx, o.endpoint, srv.Register, opts.Metrics.ServerOption()) }()
+	go func() { served <- tccsi.Serve(ctx, o.legacyEndpoint, srv.RegisterLegacy, opts.Metrics.ServerOption()) }()
+	first := <-served
+	cancel()
+	return errors.Join(first, <-served)
 }
 
 func infraRESTConfig(path string) (*rest.Config, error) {
