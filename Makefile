@@ -9,7 +9,7 @@ PROGRAMS := ccm csi-controller csi-node autoscaler-provider adopt
 # handlers, in-flight guards, worker queues) and the e2e suites drive them hard.
 TEST_FLAGS ?= -race -count=1 -timeout=25m -p=2
 
-.PHONY: all build bin test unit lint vet fmt fuzz bench sandbox demo clean
+.PHONY: all build bin images test unit lint vet fmt fuzz bench sandbox demo clean
 
 all: lint build test
 
@@ -19,6 +19,15 @@ build: ## the four programs and adopt into bin/
 
 bin: ## harness binaries and CRDs into bin/ (cached by version)
 	./hack/bin.sh
+
+# Images: <REGISTRY>/<name>:<VERSION> for our programs, the upstream versions for the CSI
+# sidecars and cluster-autoscaler, into bin/images (an OCI layout, values.yaml for helm -f,
+# images.txt with digests and sizes). Needs the upstream binaries `make bin` builds.
+REGISTRY ?= ghcr.io/tenantcloud
+PUSH ?=
+
+images: bin ## OCI images of the four programs, the CSI sidecars and cluster-autoscaler into bin/images (REGISTRY=… PUSH=1 pushes)
+	VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' REGISTRY='$(REGISTRY)' PUSH='$(PUSH)' ./hack/images.sh
 
 test: bin ## every test: unit, harness, simulator and e2e on real apiservers
 	$(GO) test $(TEST_FLAGS) ./...

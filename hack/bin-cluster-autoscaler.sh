@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real cluster-autoscaler, with only its externalgrpc cloud provider
-# (-tags externalgrpc), into bin/cluster-autoscaler-$CA_VERSION and points
+# (-tags externalgrpc), into bin/cluster-autoscaler-$CA_VERSION-static and points
 # bin/cluster-autoscaler at it. test/e2e/autoscaler runs it against the
-# autoscaler-provider. Skipped when the versioned binary exists.
+# autoscaler-provider; make images packages it. Static (CGO_ENABLED=0): its image has no C
+# library. Skipped when the versioned binary exists (the "-static" suffix keys it apart from
+# the cgo builds earlier versions of this script left in bin/).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,10 +22,10 @@ die() { echo "bin-cluster-autoscaler: error: $*" >&2; exit 1; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
 
-target=$bin/cluster-autoscaler-$CA_VERSION
+target=$bin/cluster-autoscaler-$CA_VERSION-static
 link() {
-	if [[ $(readlink "$bin/cluster-autoscaler" 2>/dev/null) != "cluster-autoscaler-$CA_VERSION" ]]; then
-		ln -sfn "cluster-autoscaler-$CA_VERSION" "$bin/cluster-autoscaler"
+	if [[ $(readlink "$bin/cluster-autoscaler" 2>/dev/null) != "${target##*/}" ]]; then
+		ln -sfn "${target##*/}" "$bin/cluster-autoscaler"
 	fi
 }
 
@@ -81,7 +83,7 @@ GO
 rm -rf "$apis"
 mv "$apis.tmp.$$" "$apis"
 
-go build -C "$mod" -tags externalgrpc -trimpath -ldflags "-s -w" -o "$tmp" k8s.io/autoscaler/cluster-autoscaler ||
+CGO_ENABLED=0 go build -C "$mod" -tags externalgrpc -trimpath -ldflags "-s -w" -o "$tmp" k8s.io/autoscaler/cluster-autoscaler ||
 	die "building k8s.io/autoscaler/cluster-autoscaler failed (go.sum must be complete: build once with GOFLAGS=-mod=mod in hack/tools/cluster-autoscaler)"
 help=$("$tmp" --help 2>&1 || true) # pflag's --help exits 2
 grep -q -- --cloud-config <<<"$help" || die "the built cluster-autoscaler does not run: $help"
