@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -22,6 +24,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/identity"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
+	"github.com/tenantcloud/tenantcloud/pkg/csi/registration"
 	"github.com/tenantcloud/tenantcloud/pkg/kubeconfig"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
@@ -43,6 +46,10 @@ type options struct {
 	maxVolumesPerNode int
 	deviceWaitTimeout time.Duration
 	resolveTimeout    time.Duration
+	// registrationDir and kubeletRegistrationPath: built-in plugin registration (see
+	// pkg/csi/registration), off when registrationDir is empty.
+	registrationDir         string
+	kubeletRegistrationPath string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -60,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fs.IntVar(&o.maxVolumesPerNode, "max-volumes-per-node", node.DefaultMaxVolumesPerNode, "volumes this node reports it can attach")
 			fs.DurationVar(&o.deviceWaitTimeout, "device-wait-timeout", node.DefaultDeviceWaitTimeout, "how long to wait for a hot-plugged disk to appear in --device-dir")
 			fs.DurationVar(&o.resolveTimeout, "node-resolve-timeout", 2*time.Minute, "how long to wait for the tenant Node's providerID at startup")
+			fs.StringVar(&o.registrationDir, "plugin-registration-dir", "", "register the driver with the kubelet itself by serving its plugin-registration API in this directory (the kubelet's plugins_registry, as mounted here); empty = leave registration to a node-driver-registrar sidecar")
+			fs.StringVar(&o.kubeletRegistrationPath, "kubelet-registration-path", "", "path of the CSI socket as the kubelet sees it on the node, for --plugin-registration-dir; empty = the --endpoint's path")
 		},
 		CheckFlags: func() error {
 			switch {
@@ -74,8 +83,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			case o.deviceWaitTimeout <= 0:
 				return fmt.Errorf("--device-wait-timeout must be positive, got %s", o.deviceWaitTimeout)
 			}
-			_, err := unixSocketPath(o.endpoint)
-			return err
+			path, err := unixSocketPath(o.endpoint)
+			if err != nil {
+				return err
+			}
+			if o.kubeletRegistrationPath == "" {
+				o.kubeletRegistrationPath = path
+			}
+			if !filepath.IsAbs(o.kubeletRegistrationPath) {
+				return fmt.Errorf("--kubelet-registration-path must be absolute, got %q", o.kubeletRegistrationPath)
+			}
+			return nil
 		},
 		Serve: o.serve,
 	}.Run(args, stdout, stderr)
@@ -99,30 +117,63 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Option
 		return err
 	}
 	ids := identity.New(identity.Options{
-		Capabilities: pluginCapabilities(len(id.Topology) > 0),
+		Capabilities: identity.NodeCapabilities(len(id.Topology) > 0),
 		Ready:        ns.Ready,
 	})
 	klog.InfoS("Starting CSI node plugin", "nodeID", id.NodeID, "topology", id.Topology,
-		"deviceDir", o.deviceDir, "kubeletDir", o.kubeletDir)
-	return serveCSI(ctx, o.endpoint, func(s grpc.ServiceRegistrar) {
-		csi.RegisterIdentityServer(s, ids)
-		csi.RegisterNodeServer(s, ns)
-	}, opts.Metrics.ServerOption())
+		"deviceDir", o.deviceDir, "kubeletDir", o.kubeletDir, "pluginRegistrationDir", o.registrationDir)
+	serve := func(ctx context.Context) error {
+		return serveCSI(ctx, o.endpoint, func(s grpc.ServiceRegistrar) {
+			csi.RegisterIdentityServer(s, ids)
+			csi.RegisterNodeServer(s, ns)
+		}, opts.Metrics.ServerOption())
+	}
+	if o.registrationDir == "" {
+		return serve(ctx)
+	}
+	return o.serveWithRegistration(ctx, serve)
 }
 
-// pluginCapabilities is what this binary's Identity service advertises. It is the driver's set
-// (csi-sanity and other tools read plugin capabilities from the node endpoint too, and the
-// plugin is one driver), except that topology constraints are advertised only when this node
-// can report a zone: a driver advertising them must return a topology from NodeGetInfo.
-func pluginCapabilities(hasTopology bool) []*csi.PluginCapability {
-	var caps []*csi.PluginCapability
-	for _, c := range identity.DriverCapabilities() {
-		if !hasTopology && c.GetService().GetType() == csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS {
-			continue
-		}
-		caps = append(caps, c)
+// serveWithRegistration serves CSI and, once the CSI socket answers, the kubelet's plugin
+// registration, as node-driver-registrar would beside it: it first asks the driver's own
+// endpoint for its name, so the kubelet is only told about a socket that serves. Either one
+// ending ends both.
+func (o *options) serveWithRegistration(ctx context.Context, serve func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx) }()
+	name, err := driverName(ctx, o.endpoint)
+	if err != nil {
+		cancel()
+		return errors.Join(err, <-served)
 	}
-	return caps
+	registered := make(chan error, 1)
+	go func() { registered <- registration.New(name, o.kubeletRegistrationPath).Run(ctx, o.registrationDir) }()
+	select {
+	case err := <-served:
+		cancel()
+		return errors.Join(err, <-registered)
+	case err := <-registered:
+		cancel()
+		return errors.Join(err, <-served)
+	}
+}
+
+// driverName waits for the CSI endpoint to serve and returns the driver name it reports.
+func driverName(ctx context.Context, endpoint string) (string, error) {
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return "", fmt.Errorf("connecting to own endpoint %s: %w", endpoint, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	info, err := csi.NewIdentityClient(conn).GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		return "", fmt.Errorf("asking own endpoint %s for the driver name: %w", endpoint, err)
+	}
+	return info.GetName(), nil
 }
 
 // identity is --node-id if given; otherwise it is read from the tenant Node, through the
