@@ -49,6 +49,28 @@ func TestVolumeID(t *testing.T) {
 	}
 }
 
+// TestIDsPinned pins derived IDs to literal values. Every DataVolume and VolumeSnapshot
+// csi-controller created is found again only by re-deriving its name from the CSI name, and
+// PVs store the volume ID as their handle: a change here (hash, encoding, input layout,
+// prefix) orphans every existing volume after an upgrade. These values must never change
+// (docs/contracts.md).
+func TestIDsPinned(t *testing.T) {
+	const pvc = "pvc-0c4f3b2e-6d1a-4c9e-9a59-1f1a2b3c4d5e"
+	tests := []struct{ got, want string }{
+		{VolumeID("alpha", pvc), "tc-onkhejwad5e4jludahyh7s4fkjgoi577"},
+		{VolumeID("beta", pvc), "tc-eaaecmv5anrqojjfgs2cpckueoxaqlb3"},
+		{VolumeID("alpha", "UPPER case ünïcode/with/slashes"), "tc-izryezdw325flst7arlopt7qk5dhn55h"},
+		{SnapshotID("alpha", "snapshot-6f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"), "tcs-2gfadxejkiu5ng54otxwqpn257lwfeox"},
+		// The disk serial of a volume, as csi-node looks for it under /dev/disk/by-id.
+		{tccsi.Serial(VolumeID("alpha", pvc)), "6ez6qblgbgotwtxu5j6r"},
+	}
+	for i, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("#%d: derived %q, pinned %q: a stored identity changed", i, tt.got, tt.want)
+		}
+	}
+}
+
 func TestIDForm(t *testing.T) {
 	valid := VolumeID("alpha", "x")
 	tests := []struct {
