@@ -21,6 +21,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/bench/stats"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/scrape"
 )
 
@@ -47,9 +48,7 @@ func (n *runningNode) metricsURL(tb testing.TB) string {
 func startNode(tb testing.TB, version string, stale bool) *runningNode {
 	tb.Helper()
 	goTool, err := exec.LookPath("go")
-	if err != nil {
-		tb.Skipf("go tool not in PATH: %v", err)
-	}
+	harness.Require(tb, harness.NeedTool, err)
 	dir := tb.TempDir()
 	bin := filepath.Join(dir, "csi-node")
 	build := exec.Command(goTool, "build", "-o", bin,

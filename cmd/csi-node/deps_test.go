@@ -4,15 +4,15 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // TestNoInfraDependencies guards the tenant boundary (DESIGN.md §2.6): csi-node runs inside
 // the tenant and must not even link code that talks to the management cluster.
 func TestNoInfraDependencies(t *testing.T) {
 	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("go tool not in PATH: %v", err)
-	}
+	harness.Require(t, harness.NeedTool, err)
 	out, err := exec.Command(goTool, "list", "-deps", ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)

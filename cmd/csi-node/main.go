@@ -117,7 +117,7 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Option
 		return err
 	}
 	ids := identity.New(identity.Options{
-		Capabilities: pluginCapabilities(len(id.Topology) > 0),
+		Capabilities: identity.NodeCapabilities(len(id.Topology) > 0),
 		Ready:        ns.Ready,
 	})
 	klog.InfoS("Starting CSI node plugin", "nodeID", id.NodeID, "topology", id.Topology,
@@ -174,21 +174,6 @@ func driverName(ctx context.Context, endpoint string) (string, error) {
 		return "", fmt.Errorf("asking own endpoint %s for the driver name: %w", endpoint, err)
 	}
 	return info.GetName(), nil
-}
-
-// pluginCapabilities is what this binary's Identity service advertises. It is the driver's set
-// (csi-sanity and other tools read plugin capabilities from the node endpoint too, and the
-// plugin is one driver), except that topology constraints are advertised only when this node
-// can report a zone: a driver advertising them must return a topology from NodeGetInfo.
-func pluginCapabilities(hasTopology bool) []*csi.PluginCapability {
-	var caps []*csi.PluginCapability
-	for _, c := range identity.DriverCapabilities() {
-		if !hasTopology && c.GetService().GetType() == csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS {
-			continue
-		}
-		caps = append(caps, c)
-	}
-	return caps
 }
 
 // identity is --node-id if given; otherwise it is read from the tenant Node, through the

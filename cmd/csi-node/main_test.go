@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/container-storage-interface/spec/lib/go/csi"
 )
 
 func TestRun(t *testing.T) {
@@ -86,24 +84,6 @@ func TestRemoveStaleSocket(t *testing.T) {
 	}
 	if _, err := os.Stat(file); err != nil {
 		t.Errorf("regular file was removed: %v", err)
-	}
-}
-
-func TestPluginCapabilities(t *testing.T) {
-	has := func(caps []*csi.PluginCapability, want csi.PluginCapability_Service_Type) bool {
-		for _, c := range caps {
-			if c.GetService().GetType() == want {
-				return true
-			}
-		}
-		return false
-	}
-	with, without := pluginCapabilities(true), pluginCapabilities(false)
-	if !has(with, csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS) || has(without, csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS) {
-		t.Errorf("topology constraints must follow the node's topology: with=%v without=%v", with, without)
-	}
-	if !has(without, csi.PluginCapability_Service_CONTROLLER_SERVICE) || len(without) != len(with)-1 {
-		t.Errorf("the rest of the driver's capabilities must stay: %v", without)
 	}
 }
 

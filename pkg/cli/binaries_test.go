@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // TestBinaries builds the real mains and runs them, to catch what calling Program.Run cannot:
@@ -16,9 +18,7 @@ func TestBinaries(t *testing.T) {
 		t.Skip("builds four binaries; skipped with -short")
 	}
 	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("go tool not in PATH: %v", err)
-	}
+	harness.Require(t, harness.NeedTool, err)
 
 	const module = "github.com/tenantcloud/tenantcloud"
 	const testVersion = "v0.0.0-binarytest"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"testing"
 )
 
 // EnvBinDir overrides where the harness looks for its binaries and CRDs.
@@ -25,15 +26,38 @@ type Assets struct {
 // FindAssets returns the bin directory (TENANTCLOUD_BIN_DIR or <repo>/bin) after checking that
 // every binary and the CRDs are there, with an error that says how to fix it if not.
 func FindAssets() (Assets, error) {
-	dir := os.Getenv(EnvBinDir)
-	if dir == "" {
-		root, err := repoRoot()
-		if err != nil {
-			return Assets{}, err
-		}
-		dir = filepath.Join(root, "bin")
+	dir, err := binDir()
+	if err != nil {
+		return Assets{}, err
 	}
 	return checkAssets(dir)
+}
+
+// binDir is TENANTCLOUD_BIN_DIR or <repo>/bin.
+func binDir() (string, error) {
+	if dir := os.Getenv(EnvBinDir); dir != "" {
+		return dir, nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "bin"), nil
+}
+
+// Bin returns the path of the binary name in the bin directory, which build (a command)
+// makes; a missing one skips t, or fails it where the environment demands NeedBin (Require).
+func Bin(t testing.TB, name, build string) string {
+	t.Helper()
+	dir, err := binDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if fi, err := os.Stat(path); err != nil || fi.Mode()&0o111 == 0 {
+		Require(t, NeedBin, fmt.Errorf("%s not built (run %s): %v", path, build, err))
+	}
+	return path
 }
 
 func checkAssets(dir string) (Assets, error) {

@@ -15,9 +15,7 @@ import (
 func TestReapOrphans(t *testing.T) {
 	binDir := t.TempDir()
 	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Skip("no sleep binary")
-	}
+	Require(t, NeedTool, err)
 	data, err := os.ReadFile(sleep)
 	if err != nil {
 		t.Fatal(err)

@@ -16,9 +16,10 @@ import (
 )
 
 var (
-	env        *harness.Env
-	sims       *fixture.Sims
-	skipReason string
+	env  *harness.Env
+	sims *fixture.Sims
+	// disksErr says why the simulated disks cannot run here (nil if they can).
+	disksErr error
 )
 
 // phaseDelay is every simulator step: small enough for ~100 specs to run in a couple of
@@ -28,7 +29,7 @@ const phaseDelay = 20 * time.Millisecond
 // TestMain is harness.Main plus the simulators, which must stop (and release their loop
 // devices) before the control planes go away.
 func TestMain(m *testing.M) {
-	if skipReason = fixture.Supported(); skipReason != "" {
+	if disksErr = fixture.Supported(); disksErr != nil {
 		// Nothing here runs without root and loop devices; do not even start the harness.
 		os.Exit(m.Run())
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 const (
@@ -64,9 +65,7 @@ var _ = ginkgo.ReportAfterSuite("tenantcloud sanity counts", func(r ginkgo.Repor
 
 // TestSanity runs every csi-test v5.6.0 sanity spec against the full driver.
 func TestSanity(t *testing.T) {
-	if skipReason != "" {
-		t.Skip("full-driver sanity needs real block devices: " + skipReason)
-	}
+	harness.Require(t, harness.NeedDisks, disksErr)
 	ctx := context.Background()
 	c := env.Management.Client
 	if err := fixture.CreateNamespace(ctx, c, namespace); err != nil {
@@ -121,6 +120,9 @@ func TestSanity(t *testing.T) {
 		t.Logf("FAILED: %s", f)
 	}
 	checkSkipsDocumented(t, result.skips)
+	if result.passed == 0 {
+		t.Fatal("csi-sanity passed no spec: the suite did not run")
+	}
 }
 
 // startNode serves csi-node's Identity and Node services for vmName on a unix socket.
@@ -135,15 +137,9 @@ func startNode(t *testing.T, kubelet string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The node reports no topology, so it does not advertise topology constraints (as the
-	// csi-node binary decides).
-	var caps []*csi.PluginCapability
-	for _, c := range identity.DriverCapabilities() {
-		if c.GetService().GetType() != csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS {
-			caps = append(caps, c)
-		}
-	}
-	ids := identity.New(identity.Options{Capabilities: caps, Ready: ns.Ready})
+	// The node reports no topology, so it does not advertise topology constraints; the
+	// csi-node binary decides the same way.
+	ids := identity.New(identity.Options{Capabilities: identity.NodeCapabilities(false), Ready: ns.Ready})
 	endpoint := "unix://" + filepath.Join(t.TempDir(), "node.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)

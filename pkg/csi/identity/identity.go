@@ -77,6 +77,21 @@ func DriverCapabilities() []*csi.PluginCapability {
 	}
 }
 
+// NodeCapabilities is what a csi-node's Identity service advertises. It is the driver's set
+// (csi-sanity and other tools read plugin capabilities from the node endpoint too, and the
+// plugin is one driver), except that topology constraints are advertised only when the node
+// can report a zone: a driver advertising them must return a topology from NodeGetInfo.
+func NodeCapabilities(hasTopology bool) []*csi.PluginCapability {
+	var caps []*csi.PluginCapability
+	for _, c := range DriverCapabilities() {
+		if !hasTopology && c.GetService().GetType() == csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS {
+			continue
+		}
+		caps = append(caps, c)
+	}
+	return caps
+}
+
 // GetPluginInfo reports the driver name and version.
 func (s *Server) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi.GetPluginInfoResponse, error) {
 	return &csi.GetPluginInfoResponse{

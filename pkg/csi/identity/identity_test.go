@@ -78,3 +78,21 @@ func TestProbe(t *testing.T) {
 		t.Error("Probe without a Ready func is not ready")
 	}
 }
+
+func TestNodeCapabilities(t *testing.T) {
+	has := func(caps []*csi.PluginCapability, want csi.PluginCapability_Service_Type) bool {
+		for _, c := range caps {
+			if c.GetService().GetType() == want {
+				return true
+			}
+		}
+		return false
+	}
+	with, without := NodeCapabilities(true), NodeCapabilities(false)
+	if !has(with, csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS) || has(without, csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS) {
+		t.Errorf("topology constraints must follow the node's topology: with=%v without=%v", with, without)
+	}
+	if !has(without, csi.PluginCapability_Service_CONTROLLER_SERVICE) || len(without) != len(with)-1 {
+		t.Errorf("the rest of the driver's capabilities must stay: %v", without)
+	}
+}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // blockDevices returns n block device nodes of this host (stat'ing them needs no privilege).
@@ -32,7 +34,7 @@ func blockDevices(t *testing.T, n int) []string {
 			}
 		}
 	}
-	t.Skipf("needs %d block device nodes in /dev, found %d", n, len(out))
+	harness.Require(t, harness.NeedBlockDevices, fmt.Errorf("%d block device nodes in /dev, found %d", n, len(out)))
 	return nil
 }
 

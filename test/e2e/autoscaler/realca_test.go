@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,18 +24,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"
 )
 
-// realCA returns bin/cluster-autoscaler (hack/bin-cluster-autoscaler.sh), or skips.
+// realCA returns bin/cluster-autoscaler, or skips (fails where required: harness.Require).
 func realCA(t *testing.T) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	bin := filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "cluster-autoscaler")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("real cluster-autoscaler not built (run hack/bin-cluster-autoscaler.sh): %v", err)
-	}
-	return bin
+	return harness.Bin(t, "cluster-autoscaler", "hack/bin-cluster-autoscaler.sh")
 }
 
 // runCA starts the real cluster-autoscaler against the tenant with the externalgrpc cloud

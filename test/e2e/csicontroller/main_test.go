@@ -28,8 +28,8 @@ import (
 var (
 	env  *harness.Env
 	sims *fixture.Sims
-	// skipReason is set when the simulated disks cannot run here (not root, no loop devices).
-	skipReason string
+	// disksErr says why the simulated disks cannot run here (not root, no loop devices).
+	disksErr error
 )
 
 // phaseDelay is every simulator step. Small, so the package stays well under its time budget,
@@ -42,7 +42,7 @@ const mib = int64(1) << 20
 // devices) before the control planes go away.
 func TestMain(m *testing.M) {
 	var setup harness.Setup
-	if skipReason = fixture.Supported(); skipReason == "" {
+	if disksErr = fixture.Supported(); disksErr == nil {
 		setup = fixture.Setup(&sims, fixture.Options{PhaseDelay: phaseDelay}, "csicontroller-e2e-disks-")
 	}
 	os.Exit(harness.MainWith(m, &env, setup))
@@ -76,9 +76,7 @@ type tenant struct {
 
 func needSims(t testing.TB) {
 	t.Helper()
-	if skipReason != "" {
-		t.Skip("simulated infra with real disks unavailable: " + skipReason)
-	}
+	harness.Require(t, harness.NeedDisks, disksErr)
 }
 
 // newTenant creates the namespace (if missing) and starts a controller for (ns, cluster).

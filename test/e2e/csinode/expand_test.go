@@ -1,6 +1,7 @@
 package csinode
 
 import (
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // TestExpandOnline grows a mounted filesystem after the disk grew underneath it (the backing
@@ -24,7 +26,8 @@ func TestExpandOnline(t *testing.T) {
 			e := newEnv(t)
 			if fsType == "ext4" && !hasCapability(unix.CAP_SYS_RESOURCE) {
 				// EXT4_IOC_RESIZE_FS checks CAP_SYS_RESOURCE; a privileged csi-node pod has it.
-				t.Skip("ext4 online resize needs CAP_SYS_RESOURCE, which this process lacks (resize2fs: Permission denied)")
+				harness.Require(t, harness.NeedCapSysResource,
+					errors.New("ext4 online resize: this process lacks CAP_SYS_RESOURCE (resize2fs: Permission denied)"))
 			}
 			v := e.newVM("vm-a")
 			vol := "pvc-grow-" + fsType

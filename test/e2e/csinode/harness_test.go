@@ -22,14 +22,15 @@ import (
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // suiteRoot holds every file, mount point and loop backing file of this package's tests, so
 // that TestMain can prove nothing under it is left mounted or attached.
 var suiteRoot string
 
-// unsupported says why real-device tests cannot run here; empty if they can.
-var unsupported string
+// unsupported says why real-device tests cannot run here; nil if they can.
+var unsupported error
 
 func TestMain(m *testing.M) {
 	unsupported = checkSupport()
@@ -49,19 +50,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func checkSupport() string {
+func checkSupport() error {
 	if os.Geteuid() != 0 {
-		return "needs root for loop devices, mkfs and mount"
+		return errors.New("root for loop devices, mkfs and mount")
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		return fmt.Sprintf("needs loop devices: %v", err)
+		return fmt.Errorf("loop devices: %w", err)
 	}
 	for _, tool := range []string{"losetup", "mkfs.ext4", "mkfs.xfs", "blkid", "resize2fs", "xfs_growfs", "mount", "umount", "df"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Sprintf("needs %s (apt-get install util-linux e2fsprogs xfsprogs): %v", tool, err)
+			return fmt.Errorf("%s (hack/testdeps.sh installs it): %w", tool, err)
 		}
 	}
-	return ""
+	return nil
 }
 
 // leftovers lists mounts and loop devices under root.
@@ -129,9 +130,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	if unsupported != "" {
-		t.Skip("real-device test skipped: " + unsupported)
-	}
+	harness.Require(t, harness.NeedDisks, unsupported)
 	root, err := os.MkdirTemp(suiteRoot, strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())+"-")
 	if err != nil {
 		t.Fatal(err)

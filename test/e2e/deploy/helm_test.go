@@ -2,7 +2,6 @@ package deploy_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // repoRoot is the repository root, found from this file's path.
@@ -25,14 +25,11 @@ func repoRoot() string {
 
 func chartDir(name string) string { return chartrender.ChartDir(name) }
 
-// helmBin returns bin/helm, or skips the test when it has not been built.
+// helmBin returns bin/helm, or skips (fails where required: harness.Require) when it has not
+// been built.
 func helmBin(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(repoRoot(), "bin", "helm")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("bin/helm not built (run hack/bin-helm.sh): %v", err)
-	}
-	return bin
+	return harness.Bin(t, "helm", "hack/bin-helm.sh")
 }
 
 // helm runs bin/helm with args and returns its stdout.

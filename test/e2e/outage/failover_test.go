@@ -190,9 +190,7 @@ func killLeader(tb testing.TB, ctx context.Context, leader *ccmProc, meanwhile f
 // (failover) and from the killed leader's last renewal (expiry; never below the lease
 // duration, 4 s). Run with -benchtime=Nx: one failover takes about five seconds.
 func BenchmarkCCMFailover(b *testing.B) {
-	if skipReason != "" {
-		b.Skip("simulated infra with real disks unavailable: " + skipReason)
-	}
+	needWorld(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	replicas := []*ccmProc{startReplica(b, "ccm-bench-0"), startReplica(b, "ccm-bench-1")}
@@ -284,9 +282,6 @@ func TestCSIControllerReplicas(t *testing.T) {
 	})
 
 	t.Run("ControllerPublishVolume: A stopped mid-call, retried on B", func(t *testing.T) {
-		if vol == "" {
-			t.Skip("no volume")
-		}
 		since := time.Now()
 		ready := hotplug.FaultPoint(kubevirtv1.VolumeReady)
 		sims.Faults.Stall(ready)

@@ -27,21 +27,19 @@ var (
 	env   *harness.Env
 	sims  *fixture.Sims
 	world *World
-	// skipReason is set when the simulated disks cannot run here (not root, no loop devices).
-	skipReason string
+	// disksErr says why the simulated disks cannot run here (not root, no loop devices).
+	disksErr error
 )
 
 func TestMain(m *testing.M) {
 	var setup harness.Setup
-	if skipReason = fixture.Supported(); skipReason == "" {
+	if disksErr = fixture.Supported(); disksErr == nil {
 		setup = setupWorld
 	}
 	os.Exit(harness.MainWith(m, &env, setup))
 }
 
-func needWorld(t *testing.T) {
+func needWorld(t testing.TB) {
 	t.Helper()
-	if skipReason != "" {
-		t.Skip("simulated infra with real disks unavailable: " + skipReason)
-	}
+	harness.Require(t, harness.NeedDisks, disksErr)
 }

@@ -23,8 +23,8 @@ import (
 var (
 	env       *harness.Env
 	simulator *sim.Sim
-	// skipReason is set when the simulated guest disks cannot run here (not root, no loops).
-	skipReason string
+	// disksErr says why the simulated guest disks cannot run here (not root, no loops).
+	disksErr error
 )
 
 // phaseDelay is every simulated step: small for the package's time budget, not zero so that
@@ -33,7 +33,7 @@ const phaseDelay = 20 * time.Millisecond
 
 func TestMain(m *testing.M) {
 	var setup harness.Setup
-	if skipReason = fixture.Supported(); skipReason == "" {
+	if disksErr = fixture.Supported(); disksErr == nil {
 		setup = func(e *harness.Env) (func() error, error) {
 			s, err := sim.Start(context.Background(), e, sim.Options{
 				ClusterName: cluster, ExternalCloudProvider: true, MetalLB: true, Disks: true, PhaseDelay: phaseDelay,

@@ -104,9 +104,7 @@ func storage() config.Storage {
 // startWorld builds the world in dependency order; components start once the objects they
 // are attacked with exist.
 func startWorld(t *testing.T) *world {
-	if skipReason != "" {
-		t.Skip("simulated infra with real disks unavailable: " + skipReason)
-	}
+	harness.Require(t, harness.NeedDisks, disksErr)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	dir, err := os.MkdirTemp("", "security-e2e-")

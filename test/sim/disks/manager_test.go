@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 const mib = 1 << 20
@@ -19,9 +21,7 @@ const mib = 1 << 20
 // cannot be used, and closes it however the test ends.
 func newManager(t *testing.T) *Manager {
 	t.Helper()
-	if err := Supported(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
+	harness.Require(t, harness.NeedDisks, Supported())
 	m, err := New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -258,9 +258,7 @@ func TestResizeGrowsPluggedDevice(t *testing.T) {
 }
 
 func TestCloseReleasesEveryLoopDevice(t *testing.T) {
-	if err := Supported(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
+	harness.Require(t, harness.NeedDisks, Supported())
 	root := t.TempDir()
 	m, err := New(root)
 	if err != nil {
@@ -308,9 +306,7 @@ func TestCloseReleasesEveryLoopDevice(t *testing.T) {
 }
 
 func TestReapOrphansReleasesDevicesOfDeadOwner(t *testing.T) {
-	if err := Supported(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
+	harness.Require(t, harness.NeedDisks, Supported())
 	// Lay out what a killed test leaves: a root whose owner is dead and a device on its file.
 	root := t.TempDir()
 	dead := exec.Command("true")

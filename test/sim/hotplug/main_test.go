@@ -76,9 +76,7 @@ type sim struct {
 // releases every loop device, however the test ends.
 func startSim(t *testing.T) *sim {
 	t.Helper()
-	if err := disks.Supported(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
+	harness.Require(t, harness.NeedDisks, disks.Supported())
 	dm, err := disks.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
