@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/pkg/grpcerr"
 )
 
 // ControllerPublishVolume hot-plugs the volume into the VM the node ID names and returns once
@@ -138,23 +139,17 @@ func (s *Server) hotplug(ctx context.Context, v *volume, vm *kubevirtv1.VirtualM
 				return nil
 			case apierrors.IsConflict(err):
 				return nil // the instance has it (our cache lagged)
-			case transient(err) && attempt < maxHotplugAttempts:
+			case grpcerr.Retryable(err) && attempt < maxHotplugAttempts:
 				logger.V(2).Info("Retrying VMI-level hot-plug", "attempt", attempt, "error", err.Error())
 				continue
 			}
 			return apiError(err, "volume %q: addvolume on VMI %s", v.id, vmi.Name)
-		case transient(err) && attempt < maxHotplugAttempts:
+		case grpcerr.Retryable(err) && attempt < maxHotplugAttempts:
 			logger.V(2).Info("Retrying hot-plug", "attempt", attempt, "error", err.Error())
 		default:
 			return apiError(err, "volume %q: addvolume on VM %s", v.id, vm.Name)
 		}
 	}
-}
-
-// transient reports infra API failures worth an immediate retry.
-func transient(err error) bool {
-	return apierrors.IsInternalError(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
-		apierrors.IsServiceUnavailable(err) || apierrors.IsTooManyRequests(err) || apierrors.IsUnexpectedServerError(err)
 }
 
 // waitHotplugged waits, on VMI events, until the VMI of vmName reports volume id Ready.
@@ -313,12 +308,12 @@ func (s *Server) unhotplug(ctx context.Context, v *volume, vm *kubevirtv1.Virtua
 			switch {
 			case err == nil, apierrors.IsConflict(err):
 				return nil
-			case transient(err) && attempt < maxHotplugAttempts:
+			case grpcerr.Retryable(err) && attempt < maxHotplugAttempts:
 				logger.V(2).Info("Retrying VMI-level unplug", "attempt", attempt, "error", err.Error())
 				continue
 			}
 			return apiError(err, "volume %q: removevolume on VMI %s", v.id, vmi.Name)
-		case transient(err) && attempt < maxHotplugAttempts:
+		case grpcerr.Retryable(err) && attempt < maxHotplugAttempts:
 			logger.V(2).Info("Retrying unplug", "attempt", attempt, "error", err.Error())
 		default:
 			return apiError(err, "volume %q: removevolume on VM %s", v.id, vm.Name)

@@ -42,6 +42,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/identity"
+	"github.com/tenantcloud/tenantcloud/pkg/grpcerr"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 )
 
@@ -254,32 +255,16 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 // reader reads from the scoped cache.
 func (s *Server) reader() client.Client { return s.infra.Client() }
 
-// apiError turns an infra API error into a gRPC status whose message says what was being done.
+// apiError turns an infra API error into a gRPC status (grpcerr.Code) whose message says what
+// was being done.
 func apiError(err error, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	if _, ok := status.FromError(err); ok && !isAPIStatus(err) {
 		return err // already a gRPC status
 	}
-	code := codes.Internal
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case apierrors.IsNotFound(err):
-		code = codes.NotFound
-	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
-		// Our infra credentials lack a right (virt-api answers a refused SubjectAccessReview
-		// with 401, kube-apiserver with 403): an operator has to fix the Role.
-		code = codes.PermissionDenied
+	code := grpcerr.Code(err)
+	if code == codes.PermissionDenied {
 		msg += " (check csi-controller's infra RBAC)"
-	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
-		code = codes.Aborted
-	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
-		code = codes.InvalidArgument
-	case apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err), apierrors.IsTimeout(err),
-		apierrors.IsServiceUnavailable(err), apierrors.IsUnexpectedServerError(err):
-		code = codes.Unavailable
 	}
 	return status.Errorf(code, "%s: %v", msg, err)
 }
