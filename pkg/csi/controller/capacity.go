@@ -1,11 +1,15 @@
 package controller
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -135,4 +139,26 @@ func inflate(newSize, oldSize, oldRequest int64) int64 {
 
 func formatBytes(n int64) string {
 	return resource.NewQuantity(n, resource.BinarySI).String()
+}
+
+// GetCapacity reports how much the tenant may still allocate under its capacity quota (0 for
+// an infra StorageClass it may not use, or when the volume quota is exhausted).
+func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	for i, c := range req.GetVolumeCapabilities() {
+		if err := validateCapability(c); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "volume_capabilities[%d]: %v", i, err)
+		}
+	}
+	if _, err := parseVolumeParams(req.GetParameters(), s.opts.Storage); err != nil {
+		return &csi.GetCapacityResponse{AvailableCapacity: 0, MaximumVolumeSize: wrapperspb.Int64(0)}, nil
+	}
+	u, err := s.currentUsage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	avail, ok := availableBytes(u, s.opts.Storage)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "GetCapacity: no capacity quota is configured (storage.maxTotalCapacity)")
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: avail, MaximumVolumeSize: wrapperspb.Int64(avail)}, nil
 }
