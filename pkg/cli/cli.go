@@ -55,8 +55,7 @@ type Program struct {
 	// CheckFlags validates the program's own flags after parsing; may be nil. An error is a
 	// usage error.
 	CheckFlags func() error
-	// Serve runs the program until ctx is cancelled (SIGINT/SIGTERM); nil until the
-	// component is implemented, see notServing.
+	// Serve runs the program until ctx is cancelled (SIGINT/SIGTERM).
 	Serve func(ctx context.Context, cfg *config.Config, opts Options) error
 	// Gatherers are further metric registries the metrics endpoint serves besides
 	// Options.Metrics (e.g. controller-runtime's); may be nil.
@@ -129,9 +128,6 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 	klog.InfoS("Loaded config", "program", name, "version", version.Version,
 		"cluster", cfg.ClusterName, "namespace", cfg.InfraNamespace)
 
-	if p.Serve == nil {
-		return fail(stderr, notServing(name))
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts.Metrics = metrics.New(name)
@@ -155,12 +151,6 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, fmt.Errorf("%s: %w", name, err))
 	}
 	return ExitOK
-}
-
-// notServing is the single place that says a component is not built yet; the issues that
-// implement the components give their Program a Serve instead.
-func notServing(program string) error {
-	return fmt.Errorf("%s: serving is not implemented in this build", program)
 }
 
 // loadFor loads path and checks it against what component c in particular needs.

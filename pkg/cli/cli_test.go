@@ -83,7 +83,6 @@ func TestRun(t *testing.T) {
 			wantStderr: []string{"error: loading config " + noTenant + ": ", "tenantKubeconfig: Required value"},
 		},
 		{name: "check config", args: []string{"--config=" + good, "--check-config"}, wantCode: ExitOK, wantStdout: []string{"config OK: cluster=c1 namespace=tenant-ns\n"}},
-		{name: "serving not implemented", args: []string{"--config", good}, wantCode: ExitError, wantStderr: []string{"error: ccm: serving is not implemented in this build"}},
 		{name: "serve error", args: []string{"--config", good, "--metrics-bind-address", "127.0.0.1:0"}, serve: serveErr, wantCode: ExitError, wantStderr: []string{"error: ccm: boom"}},
 		{name: "serve", args: []string{"--config", good, "--metrics-bind-address", "0"}, serve: serveOK, wantCode: ExitOK},
 	}
