@@ -46,6 +46,7 @@ build_once etcd "$ETCD_VERSION" go_build go.etcd.io/etcd/server/v3 "-s -w"
 
 "$root/hack/bin-metallb.sh"
 "$root/hack/bin-cluster-autoscaler.sh"
+"$root/hack/bin-sidecars.sh"
 "$root/hack/bin-helm.sh"
 "$root/hack/bin-crds.sh"
 
