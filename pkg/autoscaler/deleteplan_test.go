@@ -115,3 +115,77 @@ func TestUncoveredMarks(t *testing.T) {
 		})
 	}
 }
+
+func TestOwedCandidates(t *testing.T) {
+	now := metav1.Now()
+	mark := func(m *clusterv1.Machine) { m.Annotations = map[string]string{AnnotationScaleDownRequested: "t"} }
+	deleting := func(m *clusterv1.Machine) { m.DeletionTimestamp = &now }
+	plain, marked := planMachine("plain"), planMachine("marked", mark)
+	mine, mineGone := planMachine("mine", mark), planMachine("mine-gone", mark, deleting)
+	remembered, deletingMark := planMachine("remembered", mark), planMachine("deleting", mark, deleting)
+	ours := func(m *clusterv1.Machine) bool { return m == mine || m == mineGone }
+	isRemembered := func(m *clusterv1.Machine) bool { return m == remembered || m == mine }
+	tests := []struct {
+		name      string
+		requested []*clusterv1.Machine
+		want      int
+	}{
+		{"unmarked", []*clusterv1.Machine{plain}, 0},
+		{"marked by a call that died", []*clusterv1.Machine{marked}, 1},
+		{"named twice", []*clusterv1.Machine{marked, marked}, 1},
+		{"marked and covered by this process", []*clusterv1.Machine{remembered}, 0},
+		{"being deleted, not ours", []*clusterv1.Machine{deletingMark}, 0},
+		{"this call's own mark, even if remembered", []*clusterv1.Machine{mine}, 1},
+		// Issue 21: the MachineSet controller deleted it for an earlier call's replica.
+		{"this call's own mark, deleted in another's place", []*clusterv1.Machine{mineGone}, 1},
+		{"all of them", []*clusterv1.Machine{plain, marked, remembered, deletingMark, mine, mineGone}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := OwedCandidates(tt.requested, ours, isRemembered); got != tt.want {
+				t.Fatalf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOrphanedMarks(t *testing.T) {
+	now := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	at := func(ago time.Duration) func(*clusterv1.Machine) {
+		return func(m *clusterv1.Machine) {
+			m.Annotations = map[string]string{AnnotationScaleDownRequested: now.Add(-ago).Format(time.RFC3339)}
+		}
+	}
+	deleting := func(m *clusterv1.Machine) { m.DeletionTimestamp = &metav1.Time{Time: now} }
+	a, b := planMachine("a"), planMachine("b")
+	old1, old2 := planMachine("old1", at(3*time.Minute)), planMachine("old2", at(time.Hour))
+	young := planMachine("young", at(10*time.Second))
+	oldGone := planMachine("old-gone", at(time.Hour), deleting)
+	garbled := planMachine("garbled", func(m *clusterv1.Machine) { m.Annotations = map[string]string{AnnotationScaleDownRequested: "soon"} })
+	const after = 2 * time.Minute
+	tests := []struct {
+		name     string
+		machines []*clusterv1.Machine
+		replicas int32
+		want     int
+	}{
+		{"no marks", []*clusterv1.Machine{a, b}, 2, 0},
+		{"old mark, replica taken off", []*clusterv1.Machine{old1, a}, 1, 0},
+		{"old mark left behind", []*clusterv1.Machine{old1, a}, 2, 1},
+		{"two old marks, one covered", []*clusterv1.Machine{old1, old2, a}, 2, 1},
+		// The young mark may be a running call's that has not written /scale yet.
+		{"young mark only", []*clusterv1.Machine{young, a}, 2, 0},
+		{"old and young, one uncovered", []*clusterv1.Machine{old1, young, a}, 2, 0},
+		{"old and young, both uncovered", []*clusterv1.Machine{old1, young, a}, 3, 1},
+		{"deleting Machines are not marks", []*clusterv1.Machine{oldGone, a}, 1, 0},
+		{"unreadable time counts as old", []*clusterv1.Machine{garbled, a}, 2, 1},
+		{"scale-up not made yet", []*clusterv1.Machine{old1, a}, 3, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := OrphanedMarks(tt.machines, tt.replicas, now, after); got != tt.want {
+				t.Fatalf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -21,6 +21,9 @@ const (
 	// indexMachineDeployment indexes MachineSets by the name of their controlling
 	// MachineDeployment.
 	indexMachineDeployment = "tenantcloud.controller.machinedeployment"
+	// indexMarked indexes the Machines that carry our deletion mark and are not being deleted
+	// yet, so that Refresh finds the few it must look at without a scan (see sweepOrphans).
+	indexMarked = "tenantcloud.scale-down-requested"
 )
 
 // fieldIndexer is the part of a controller-runtime cache that registers indexes.
@@ -42,6 +45,12 @@ func registerInfraIndexes(ctx context.Context, idx fieldIndexer) error {
 			return nil
 		}},
 		{&clusterv1.Machine{}, indexMachineSet, controllerNameIndex("MachineSet")},
+		{&clusterv1.Machine{}, indexMarked, func(o client.Object) []string {
+			if m := o.(*clusterv1.Machine); MarkedByUs(m) && m.DeletionTimestamp.IsZero() {
+				return []string{"true"}
+			}
+			return nil
+		}},
 		{&clusterv1.MachineSet{}, indexMachineDeployment, controllerNameIndex("MachineDeployment")},
 	} {
 		if err := idx.IndexField(ctx, ix.obj, ix.field, ix.extract); err != nil {

@@ -61,7 +61,7 @@ func (p *Provider) marked(m *clusterv1.Machine) bool {
 // markAll marks machines for deletion. If one fails, the ones marked so far are unmarked again
 // so that nothing is left half done, and the error is returned.
 func (p *Provider) markAll(ctx context.Context, machines []*clusterv1.Machine) error {
-	now := time.Now().UTC().Format(time.RFC3339)
+	now := p.clock().UTC().Format(time.RFC3339)
 	for i, m := range machines {
 		if err := p.patchMarks(ctx, m, markPatch(m, now)); err != nil {
 			p.unmarkAll(machines[:i])

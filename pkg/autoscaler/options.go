@@ -22,9 +22,9 @@ const (
 )
 
 // AutoscalingOptions overlays a group's autoscaling-options-* annotations on the defaults the
-// client sent. set is false when no annotation yields a usable value: the RPC then answers
-// Unimplemented, which the proto defines as "use the defaults". Values that do not parse are
-// reported in problems and ignored, like the clusterapi provider does.
+// client sent. set is false when no annotation yields a usable value: the result is then the
+// defaults as sent. Values that do not parse are reported in problems and ignored, like the
+// clusterapi provider does.
 //
 // Every duration of the result is non-nil, because cluster-autoscaler's client dereferences
 // them unconditionally.

@@ -12,7 +12,8 @@ import (
 )
 
 // TestGetOptions: annotations land in their own fields over the client's defaults; a group
-// without any answers Unimplemented ("use the defaults").
+// without any (or with only unusable ones) gets the defaults back, not Unimplemented, which
+// cluster-autoscaler would ask again for every loop.
 func TestGetOptions(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -48,15 +49,24 @@ func TestGetOptions(t *testing.T) {
 		t.Fatalf("options %s", show(o))
 	}
 	for _, g := range []string{"bad", "plain"} {
-		_, err := cl.NodeGroupGetOptions(f.ctx, &protos.NodeGroupAutoscalingOptionsRequest{Id: f.group(g), Defaults: defaults})
-		wantCode(t, err, codes.Unimplemented, "sets no cluster.x-k8s.io/autoscaling-options-")
+		resp, err := cl.NodeGroupGetOptions(f.ctx, &protos.NodeGroupAutoscalingOptionsRequest{Id: f.group(g), Defaults: defaults})
+		if err != nil {
+			t.Fatalf("%s: %v", g, err)
+		}
+		o := resp.GetNodeGroupAutoscalingOptions()
+		if o.GetScaleDownUtilizationThreshold() != 0.5 || o.GetScaleDownGpuUtilizationThreshold() != 0.5 ||
+			o.GetScaleDownUnneededTime().Duration != 10*time.Minute || o.GetScaleDownUnreadyTime().Duration != 20*time.Minute ||
+			o.GetMaxNodeProvisionTime().Duration != 15*time.Minute || !o.GetZeroOrMaxNodeScaling() || !o.GetIgnoreDaemonSetsUtilization() {
+			t.Fatalf("%s: options %s, want the defaults", g, show(o))
+		}
 	}
 	_, err = cl.NodeGroupGetOptions(f.ctx, &protos.NodeGroupAutoscalingOptionsRequest{Id: f.group("missing"), Defaults: defaults})
 	wantCode(t, err, codes.NotFound, "node group not found")
 }
 
-// TestOptionalRPCs: what the provider does not offer answers Unimplemented; Refresh and
-// Cleanup succeed.
+// TestOptionalRPCs: what the provider does not offer answers Unimplemented; GPULabel answers
+// with no label (cluster-autoscaler caches only a successful answer); Refresh and Cleanup
+// succeed.
 func TestOptionalRPCs(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -65,8 +75,9 @@ func TestOptionalRPCs(t *testing.T) {
 	wantCode(t, err, codes.Unimplemented, "pricing")
 	_, err = cl.PricingPodPrice(f.ctx, &protos.PricingPodPriceRequest{})
 	wantCode(t, err, codes.Unimplemented, "pricing")
-	_, err = cl.GPULabel(f.ctx, &protos.GPULabelRequest{})
-	wantCode(t, err, codes.Unimplemented, "GPU")
+	if resp, err := cl.GPULabel(f.ctx, &protos.GPULabelRequest{}); err != nil || resp.GetLabel() != "" {
+		t.Fatalf("GPULabel %q, %v; want no label and no error", resp.GetLabel(), err)
+	}
 	_, err = cl.GetAvailableGPUTypes(f.ctx, &protos.GetAvailableGPUTypesRequest{})
 	wantCode(t, err, codes.Unimplemented, "GPU")
 	if _, err := cl.Refresh(f.ctx, &protos.RefreshRequest{}); err != nil {

@@ -51,6 +51,8 @@ type Provider struct {
 	locks     groupLocks
 	marks     recentMarks
 	cacheWait time.Duration
+	// now replaces time.Now in tests.
+	now func() time.Time
 }
 
 var _ protos.CloudProviderServer = (*Provider)(nil)

@@ -9,9 +9,11 @@ import (
 )
 
 // Refresh is called before every autoscaler loop. The caches are informers and always
-// current, so there is nothing to reload; it only forgets deletion marks the cache now shows.
+// current, so there is nothing to reload; it forgets deletion marks the cache now shows and
+// takes off the replicas of orphaned ones (see sweepOrphans).
 func (p *Provider) Refresh(ctx context.Context, _ *protos.RefreshRequest) (*protos.RefreshResponse, error) {
 	p.marks.prune(ctx, p.view.infra)
+	p.sweepOrphans(ctx)
 	return &protos.RefreshResponse{}, nil
 }
 
@@ -21,9 +23,12 @@ func (p *Provider) Cleanup(context.Context, *protos.CleanupRequest) (*protos.Cle
 	return &protos.CleanupResponse{}, nil
 }
 
-// GPULabel is not offered: GPU passthrough is not part of tenant node groups.
+// GPULabel answers with no label: GPU passthrough is not part of tenant node groups. An empty
+// answer, not Unimplemented: cluster-autoscaler's externalgrpc client caches only a successful
+// answer and otherwise asks again (and logs the error) every time, ≈100 times a loop at 20
+// nodes.
 func (p *Provider) GPULabel(context.Context, *protos.GPULabelRequest) (*protos.GPULabelResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "GPULabel: tenant nodes carry no GPU label")
+	return &protos.GPULabelResponse{}, nil
 }
 
 // GetAvailableGPUTypes is not offered; see GPULabel.

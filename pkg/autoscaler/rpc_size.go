@@ -41,6 +41,8 @@ func (p *Provider) NodeGroupIncreaseSize(ctx context.Context, req *protos.NodeGr
 // controller removes those and not a registered one it might otherwise pick.
 func (p *Provider) NodeGroupDecreaseTargetSize(ctx context.Context, req *protos.NodeGroupDecreaseTargetSizeRequest) (*protos.NodeGroupDecreaseTargetSizeResponse, error) {
 	const op = "NodeGroupDecreaseTargetSize"
+	ctx, cancel := context.WithTimeout(ctx, maxCall)
+	defer cancel()
 	g, unlock, err := p.lockGroup(ctx, req.GetId())
 	if err != nil {
 		return nil, grpcError(op, err)

@@ -1,6 +1,7 @@
 package autoscaler_test
 
 import (
+	"slices"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -109,7 +110,8 @@ func TestDecreaseTargetSize(t *testing.T) {
 	}
 }
 
-// TestPausedGroupIsNotScaled: a paused MachineDeployment is listed but refuses every change.
+// TestPausedGroupIsNotScaled: a paused MachineDeployment is not listed, its Nodes belong to no
+// group, and asked by id it refuses every change.
 func TestPausedGroupIsNotScaled(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -121,8 +123,20 @@ func TestPausedGroupIsNotScaled(t *testing.T) {
 	f.md("by-annotation", mdOpts{replicas: 2, annotations: ann})
 	ms := f.ms(md, "by-spec-abc")
 	f.machine(ms, "by-spec-abc-1", machineOpts{providerID: f.pid("vm-1"), registered: true, nodeRef: true})
+	f.md("running", mdOpts{replicas: 1, annotations: bounds("0", "5")})
 	cl := f.start()
 
+	ng, err := cl.NodeGroups(f.ctx, &protos.NodeGroupsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := groupIDs(t, ng); !slices.Equal(got, []string{f.group("running")}) {
+		t.Fatalf("groups %v, want only the running one", got)
+	}
+	forNode, err := cl.NodeGroupForNode(f.ctx, &protos.NodeGroupForNodeRequest{Node: realNode(f.pid("vm-1"))})
+	if err != nil || forNode.GetNodeGroup().GetId() != "" {
+		t.Fatalf("node of a paused group: group %q, %v; want none", forNode.GetNodeGroup().GetId(), err)
+	}
 	for _, name := range []string{"by-spec", "by-annotation"} {
 		id := f.group(name)
 		if got := targetSize(t, f, id); got != 2 {
@@ -133,7 +147,7 @@ func TestPausedGroupIsNotScaled(t *testing.T) {
 		_, err = cl.NodeGroupDecreaseTargetSize(f.ctx, &protos.NodeGroupDecreaseTargetSizeRequest{Id: id, Delta: -1})
 		wantCode(t, err, codes.FailedPrecondition, "paused")
 	}
-	_, err := cl.NodeGroupDeleteNodes(f.ctx, &protos.NodeGroupDeleteNodesRequest{Id: f.group("by-spec"),
+	_, err = cl.NodeGroupDeleteNodes(f.ctx, &protos.NodeGroupDeleteNodesRequest{Id: f.group("by-spec"),
 		Nodes: []*protos.ExternalGrpcNode{realNode(f.pid("vm-1"))}})
 	wantCode(t, err, codes.FailedPrecondition, "paused")
 	if got := f.replicas(md); got != 2 {
