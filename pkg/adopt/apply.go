@@ -27,6 +27,11 @@ func Collect(ctx context.Context, infraClient, tenantClient client.Reader, scope
 	if err := infraClient.List(ctx, &dvs, client.InNamespace(scope.Namespace)); err != nil {
 		return inv, fmt.Errorf("listing DataVolumes in %s: %w", scope.Namespace, err)
 	}
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := infraClient.List(ctx, &pvcs, client.InNamespace(scope.Namespace)); err != nil {
+		return inv, fmt.Errorf("listing claims in %s: %w", scope.Namespace, err)
+	}
+	inv.Claims = pvcs.Items
 	var tsvcs corev1.ServiceList
 	if err := tenantClient.List(ctx, &tsvcs); err != nil {
 		return inv, fmt.Errorf("listing tenant Services: %w", err)
@@ -50,27 +55,40 @@ func Apply(ctx context.Context, c client.Client, scope infra.Scope, plan []Item)
 		if it.Verdict != Claim {
 			continue
 		}
-		obj, err := listed(it, scope)
-		if err != nil {
-			return n, err
-		}
-		patch := client.MergeFromWithOptions(obj.DeepCopyObject().(client.Object), client.MergeFromWithOptimisticLock{})
-		l := obj.GetLabels()
-		if l == nil {
-			l = map[string]string{}
-		}
-		maps.Copy(l, it.labels)
-		obj.SetLabels(l)
-		obj.SetAnnotations(it.annotations)
-		if err := c.Patch(ctx, obj, patch); err != nil {
-			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-				return n, fmt.Errorf("%s %s/%s changed since it was listed; run again to decide anew: %w", it.Kind, scope.Namespace, it.Name, err)
+		if it.first != nil {
+			if err := mark(ctx, c, scope, *it.first); err != nil {
+				return n, err
 			}
-			return n, fmt.Errorf("marking %s %s/%s: %w", it.Kind, scope.Namespace, it.Name, err)
+		}
+		if err := mark(ctx, c, scope, it); err != nil {
+			return n, err
 		}
 		n++
 	}
 	return n, nil
+}
+
+// mark adds the item's marks to the object as it was listed.
+func mark(ctx context.Context, c client.Client, scope infra.Scope, it Item) error {
+	obj, err := listed(it, scope)
+	if err != nil {
+		return err
+	}
+	patch := client.MergeFromWithOptions(obj.DeepCopyObject().(client.Object), client.MergeFromWithOptimisticLock{})
+	l := obj.GetLabels()
+	if l == nil {
+		l = map[string]string{}
+	}
+	maps.Copy(l, it.labels)
+	obj.SetLabels(l)
+	obj.SetAnnotations(it.annotations)
+	if err := c.Patch(ctx, obj, patch); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s %s/%s changed since it was listed; run again to decide anew: %w", it.Kind, scope.Namespace, it.Name, err)
+		}
+		return fmt.Errorf("marking %s %s/%s: %w", it.Kind, scope.Namespace, it.Name, err)
+	}
+	return nil
 }
 
 // listed is the object of a Claim item as Plan saw it, with only what the merge patch needs:
@@ -84,6 +102,8 @@ func listed(it Item, scope infra.Scope) (client.Object, error) {
 		return &corev1.Service{ObjectMeta: meta}, nil
 	case KindDataVolume:
 		return &cdiv1.DataVolume{ObjectMeta: meta}, nil
+	case KindClaim:
+		return &corev1.PersistentVolumeClaim{ObjectMeta: meta}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", it.Kind)
 }
@@ -99,7 +119,17 @@ func Adopted(ctx context.Context, c client.Reader, scope infra.Scope) ([]client.
 	if err := c.List(ctx, &dvs, client.InNamespace(scope.Namespace), owned); err != nil {
 		return nil, fmt.Errorf("listing DataVolumes in %s: %w", scope.Namespace, err)
 	}
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := c.List(ctx, &pvcs, client.InNamespace(scope.Namespace), client.MatchingLabels{infra.LabelClusterName: scope.ClusterName}); err != nil {
+		return nil, fmt.Errorf("listing claims in %s: %w", scope.Namespace, err)
+	}
 	var out []client.Object
+	for i := range pvcs.Items {
+		// Claims carry only the cluster's name and the adoption marks, not Owns' marks.
+		if pvc := &pvcs.Items[i]; adoptedClaim(pvc, scope) {
+			out = append(out, pvc)
+		}
+	}
 	for i := range svcs.Items {
 		if scope.Adopted(&svcs.Items[i], infra.AdoptedFromCCM) {
 			out = append(out, &svcs.Items[i])
@@ -137,4 +167,12 @@ func Release(ctx context.Context, c client.Client, obj client.Object) error {
 		return fmt.Errorf("releasing %T %s/%s: %w", obj, obj.GetNamespace(), obj.GetName(), err)
 	}
 	return nil
+}
+
+// adoptedClaim reports whether pvc is the claim of a DataVolume adopted for scope.
+func adoptedClaim(pvc *corev1.PersistentVolumeClaim, scope infra.Scope) bool {
+	ann := pvc.Annotations
+	return pvc.Namespace == scope.Namespace && pvc.Labels[infra.LabelClusterName] == scope.ClusterName &&
+		ann[infra.AnnotationCluster] == scope.ClusterName && ann[infra.AnnotationAdoptedFrom] == infra.AdoptedFromCSI &&
+		ann[infra.AnnotationAdoptedUID] == string(pvc.UID)
 }

@@ -27,6 +27,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 
@@ -65,8 +66,10 @@ type Options struct {
 // Inventory is what Plan reads: the infra namespace's Services and DataVolumes, the tenant's
 // Services and PVs.
 type Inventory struct {
-	InfraServices  []corev1.Service
-	DataVolumes    []cdiv1.DataVolume
+	InfraServices []corev1.Service
+	DataVolumes   []cdiv1.DataVolume
+	// Claims are the infra namespace's PVCs: CDI's claims of the DataVolumes.
+	Claims         []corev1.PersistentVolumeClaim
 	TenantServices []corev1.Service
 	TenantPVs      []corev1.PersistentVolume
 }
@@ -87,6 +90,7 @@ const (
 const (
 	KindService    = "Service"
 	KindDataVolume = "DataVolume"
+	KindClaim      = "PersistentVolumeClaim"
 )
 
 // Item is the decision about one infra object.
@@ -101,6 +105,10 @@ type Item struct {
 	obj         objectMeta
 	labels      map[string]string
 	annotations map[string]string
+	// first is marked before this item: a DataVolume's claim, which CDI created with the
+	// DataVolume's labels of the time (so without this cluster's name, which tenantcloud's
+	// scoped caches select by).
+	first *Item
 }
 
 // objectMeta is the identity of the listed object Apply patches.
@@ -138,8 +146,12 @@ func Plan(o Options, inv Inventory) []Item {
 			pvsByHandle[c.VolumeHandle] = append(pvsByHandle[c.VolumeHandle], pv)
 		}
 	}
+	claims := map[string]*corev1.PersistentVolumeClaim{}
+	for i := range inv.Claims {
+		claims[inv.Claims[i].Name] = &inv.Claims[i]
+	}
 	for i := range inv.DataVolumes {
-		if it, ok := planDataVolume(o, &inv.DataVolumes[i], pvsByHandle); ok {
+		if it, ok := planDataVolume(o, &inv.DataVolumes[i], pvsByHandle, claims); ok {
 			out = append(out, it)
 		}
 	}
@@ -249,7 +261,7 @@ func addressAtRisk(svc *corev1.Service, want map[string]string) string {
 }
 
 // planDataVolume decides about one DataVolume; false means it is not upstream-shaped.
-func planDataVolume(o Options, dv *cdiv1.DataVolume, pvsByHandle map[string][]*corev1.PersistentVolume) (Item, bool) {
+func planDataVolume(o Options, dv *cdiv1.DataVolume, pvsByHandle map[string][]*corev1.PersistentVolume, claims map[string]*corev1.PersistentVolumeClaim) (Item, bool) {
 	s := o.Scope
 	if s.Adopted(dv, infra.AdoptedFromCSI) {
 		return Item{Kind: KindDataVolume, Name: dv.Name, Verdict: Claimed, Proof: "PV " + dv.Annotations[controller.AnnTenantClaim],
@@ -294,6 +306,10 @@ func planDataVolume(o Options, dv *cdiv1.DataVolume, pvsByHandle map[string][]*c
 	if bus := attrs[tccsi.LegacyContextBus]; bus != "" && bus != tccsi.BusSCSI {
 		return ref("bus %q: adopted volumes are served on scsi only (a virtio guest sees 20 bytes of a 36-byte serial)", bus)
 	}
+	pvc, why := claimOf(dv, claims, s)
+	if why != "" {
+		return ref("%s", why)
+	}
 	annotations := map[string]string{
 		infra.AnnotationAdoptedFrom: infra.AdoptedFromCSI,
 		controller.AnnBus:           tccsi.BusSCSI,
@@ -301,9 +317,43 @@ func planDataVolume(o Options, dv *cdiv1.DataVolume, pvsByHandle map[string][]*c
 	if ref := pv.Spec.ClaimRef; ref != nil {
 		annotations[controller.AnnTenantClaim] = ref.Namespace + "/" + ref.Name
 	}
-	return claim(KindDataVolume, dv.Name, proof+" (serial = UID "+string(dv.UID)+")", "upstream volume with this cluster's labels; tenant PV names it with its UID as serial",
+	it := claim(KindDataVolume, dv.Name, proof+" (serial = UID "+string(dv.UID)+")", "upstream volume with this cluster's labels; tenant PV names it with its UID as serial",
 		objectMeta{uid: dv.UID, resourceVersion: dv.ResourceVersion, labels: dv.Labels},
-		s.OwnedLabels(controller.Component), annotations, s), true
+		s.OwnedLabels(controller.Component), annotations, s)
+	if it.Verdict == Claim {
+		// The claim gets only the cluster's name (to be seen) and the adoption marks (to be
+		// released); it is the DataVolume's by CDI's controller reference, which tenantcloud
+		// checks (infra.Client.ClaimOf), not ours.
+		first := claim(KindClaim, pvc.Name, "controlled by DataVolume "+dv.Name, "claim of the adopted DataVolume",
+			objectMeta{uid: pvc.UID, resourceVersion: pvc.ResourceVersion, labels: pvc.Labels},
+			map[string]string{infra.LabelClusterName: s.ClusterName}, map[string]string{infra.AnnotationAdoptedFrom: infra.AdoptedFromCSI}, s)
+		if first.Verdict != Claim {
+			return ref("its claim %s: %s", pvc.Name, first.Reason)
+		}
+		it.first = &first
+	}
+	return it, true
+}
+
+// claimOf finds the claim CDI made for dv (dv.status.claimName, else its name) and checks that
+// dv controls it; why says what is wrong otherwise.
+func claimOf(dv *cdiv1.DataVolume, claims map[string]*corev1.PersistentVolumeClaim, s infra.Scope) (*corev1.PersistentVolumeClaim, string) {
+	name := dv.Status.ClaimName
+	if name == "" {
+		name = dv.Name
+	}
+	pvc, ok := claims[name]
+	if !ok {
+		return nil, fmt.Sprintf("its claim %s does not exist (not populated yet?)", name)
+	}
+	owner := metav1.GetControllerOf(pvc)
+	if owner == nil || owner.UID != dv.UID || owner.Kind != "DataVolume" {
+		return nil, fmt.Sprintf("claim %s is not controlled by this DataVolume", name)
+	}
+	if c, ok := pvc.Labels[infra.LabelClusterName]; ok && c != s.ClusterName {
+		return nil, fmt.Sprintf("claim %s is labelled for cluster %q", name, c)
+	}
+	return pvc, ""
 }
 
 // claim builds a Claim item: the ownership marks, the adoption marks bound to the object's

@@ -49,9 +49,14 @@ func world() Inventory {
 	dv := upstream.DataVolume(infraNS, pvcUID, csiLabels, 1<<30, "replicated")
 	dv.UID, dv.ResourceVersion = dvUID, "20"
 	pv := upstream.PV(dv, "shop", "data", pvcUID, 1<<30, "xfs")
+	// CDI's claim: the DataVolume's name and labels, controlled by it.
+	claim := corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: infraNS, Name: dv.Name, UID: "claim-uid", ResourceVersion: "21",
+		Labels:          map[string]string{"csi-driver/cluster": cluster, "app": "containerized-data-importer"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "cdi.kubevirt.io/v1beta1", Kind: "DataVolume", Name: dv.Name, UID: dv.UID, Controller: ptr.To(true)}}}}
 	return Inventory{
 		InfraServices:  []corev1.Service{*is},
 		DataVolumes:    []cdiv1.DataVolume{*dv},
+		Claims:         []corev1.PersistentVolumeClaim{claim},
 		TenantServices: []corev1.Service{t},
 		TenantPVs:      []corev1.PersistentVolume{*pv},
 	}
@@ -139,6 +144,13 @@ func TestPlan(t *testing.T) {
 		}, []string{"Service/" + lbName + "=claim"}},
 		{"virtio bus", func(inv *Inventory, _ *Options) { inv.TenantPVs[0].Spec.CSI.VolumeAttributes["bus"] = "virtio" },
 			[]string{"Service/" + lbName + "=claim", "DataVolume/" + dvName + "=refuse:scsi only"}},
+		{"DataVolume not populated: no claim", func(inv *Inventory, _ *Options) { inv.Claims = nil },
+			[]string{"Service/" + lbName + "=claim", "DataVolume/" + dvName + "=refuse:does not exist"}},
+		{"claim of the same name controlled by another DataVolume", func(inv *Inventory, _ *Options) {
+			inv.Claims[0].OwnerReferences[0].UID = "other-dv"
+		}, []string{"Service/" + lbName + "=claim", "DataVolume/" + dvName + "=refuse:not controlled by this DataVolume"}},
+		{"claim labelled for beta", func(inv *Inventory, _ *Options) { inv.Claims[0].Labels[infra.LabelClusterName] = "beta" },
+			[]string{"Service/" + lbName + "=claim", "DataVolume/" + dvName + "=refuse:claim " + dvName + " is labelled for cluster \"beta\""}},
 		{"not a pvc-<uid> name", func(inv *Inventory, _ *Options) {
 			inv.DataVolumes[0].Name = "rootdisk"
 			inv.TenantPVs[0].Spec.CSI.VolumeHandle = "rootdisk"
@@ -189,6 +201,11 @@ func TestPlanMarks(t *testing.T) {
 		{"dv bus", dv.annotations[controller.AnnBus], "scsi"},
 		{"dv tenant claim", dv.annotations[controller.AnnTenantClaim], "shop/data"},
 		{"dv added labels", dv.annotations[AnnotationAddedLabels], strings.Join([]string{infra.LabelManagedBy, infra.LabelClusterName, infra.LabelComponent}, ",")},
+		{"claim marked first", dv.first.Kind + "/" + dv.first.Name, KindClaim + "/" + dv.Name},
+		{"claim cluster label", dv.first.labels[infra.LabelClusterName], cluster},
+		{"claim has no ownership labels", dv.first.labels[infra.LabelManagedBy], ""},
+		{"claim adopted-uid", dv.first.annotations[infra.AnnotationAdoptedUID], "claim-uid"},
+		{"claim added labels", dv.first.annotations[AnnotationAddedLabels], infra.LabelClusterName},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %q, want %q", c.what, c.got, c.want)

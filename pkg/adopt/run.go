@@ -108,6 +108,8 @@ func kindOf(obj client.Object) string {
 		return KindService
 	case *cdiv1.DataVolume:
 		return KindDataVolume
+	case *corev1.PersistentVolumeClaim:
+		return KindClaim
 	}
 	return fmt.Sprintf("%T", obj)
 }

@@ -32,6 +32,11 @@ func clients(t *testing.T, inv Inventory) (infraC, tenantC client.Client) {
 		o.ResourceVersion = ""
 		infraObjs = append(infraObjs, o)
 	}
+	for i := range inv.Claims {
+		o := inv.Claims[i].DeepCopy()
+		o.ResourceVersion = ""
+		infraObjs = append(infraObjs, o)
+	}
 	for i := range inv.TenantServices {
 		tenantObjs = append(tenantObjs, inv.TenantServices[i].DeepCopy())
 	}
@@ -72,11 +77,11 @@ func TestRunLifecycle(t *testing.T) {
 		t.Fatalf("apply: %+v\n%s", sum, out)
 	}
 	objs, err := Adopted(ctx, ic, scope)
-	if err != nil || len(objs) != 2 {
-		t.Fatalf("adopted after apply: %d, %v", len(objs), err)
+	if err != nil || len(objs) != 3 {
+		t.Fatalf("adopted after apply: %d (Service, DataVolume and its claim), %v", len(objs), err)
 	}
 	for _, o := range objs {
-		if !scope.Owns(o) {
+		if _, claim := o.(*corev1.PersistentVolumeClaim); !claim && !scope.Owns(o) {
 			t.Errorf("%s %s is adopted but fails Scope.Owns", kindOf(o), o.GetName())
 		}
 		for k, v := range map[string]string{"metallb.io/ip-allocated-from-pool": poolPublic, "cdi.kubevirt.io/storage.deleteAfterCompletion": "false"} {
@@ -92,7 +97,7 @@ func TestRunLifecycle(t *testing.T) {
 	if sum, _ := run(t, ic, tc, RollbackDryRun); sum.Released != 0 {
 		t.Fatalf("rollback dry run released %d", sum.Released)
 	}
-	if sum, out := run(t, ic, tc, RollbackMode); sum.Released != 2 {
+	if sum, out := run(t, ic, tc, RollbackMode); sum.Released != 3 {
 		t.Fatalf("rollback: %+v\n%s", sum, out)
 	}
 	if after := snapshot(t, ic); after != before {
@@ -146,6 +151,9 @@ func snapshot(t *testing.T, c client.Client) string {
 	}
 	for _, d := range inv.DataVolumes {
 		b.WriteString(d.Name + " " + render(d.Labels) + " " + render(d.Annotations) + "\n")
+	}
+	for _, c := range inv.Claims {
+		b.WriteString("claim " + c.Name + " " + render(c.Labels) + " " + render(c.Annotations) + "\n")
 	}
 	return b.String()
 }
