@@ -6,15 +6,16 @@
 #
 # Environment (the Makefile passes them): VERSION (tag and label of our images), LDFLAGS (the
 # Makefile's, which set pkg/version.Version), REGISTRY (default ghcr.io/tenantcloud, the charts'
-# default), PUSH (non-empty: push), SOURCE_DATE_EPOCH (every time stamp; default the commit
-# time, so two builds of one commit are identical).
+# default), PUSH (non-empty: push), SOURCE_DATE_EPOCH (every time stamp; default 0, as ko's,
+# so an image whose binary did not change — a sidecar, say — keeps its digest from commit to
+# commit, and its cached layers stay valid).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 : "${VERSION:?VERSION must be set}" "${LDFLAGS:?LDFLAGS must be set}"
 REGISTRY=${REGISTRY:-ghcr.io/tenantcloud}
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 revision=$(git rev-parse HEAD 2>/dev/null || true)
 start=$SECONDS
 

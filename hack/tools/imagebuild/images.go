@@ -117,7 +117,7 @@ func build(ctx context.Context, o options) error {
 		return fmt.Errorf("binaries missing, run make bin (upstream) and make images (ours) first: %s", strings.Join(missing, "; "))
 	}
 
-	base, basePkgs, err := baseLayer(ctx, filepath.Join(o.out, "debs"), mtime, cache)
+	base, basePkgs, err := baseLayer(ctx, o.debs, mtime, cache)
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func buildOne(ctx context.Context, o options, s spec, bin []byte, base v1.Layer,
 	layers := []v1.Layer{base}
 	history := []v1.History{{Created: v1.Time{Time: mtime}, CreatedBy: "imagebuild: base (CA certificates from Debian " + pkgList(basePkgs) + ", passwd, group, /tmp)"}}
 	if s.debian {
-		l, pkgs, contents, err := csiNodeToolsLayer(ctx, filepath.Join(o.out, "debs"), mtime, cache)
+		l, pkgs, contents, err := csiNodeToolsLayer(ctx, o.debs, mtime, cache)
 		if err != nil {
 			return b, err
 		}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // entry is one file system object of a layer. Owner and mode are explicit so a layer never
@@ -119,13 +119,12 @@ func (c *layerCache) layer(t tree, mtime time.Time) (v1.Layer, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(raw)
-	key := hex.EncodeToString(sum[:])
-	var file string
+	l := &gzLayer{diffID: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}, unpacked: int64(len(raw))}
 	if c.dir != "" {
-		file = filepath.Join(c.dir, key+".tar.gz")
-		if _, err := os.Stat(file); err == nil {
+		l.file = filepath.Join(c.dir, l.diffID.Hex+".tar.gz")
+		if data, err := os.ReadFile(l.file); err == nil {
 			c.hits++
-			return tarball.LayerFromFile(file)
+			return l.with(data), nil
 		}
 	}
 	var gz bytes.Buffer
@@ -140,21 +139,53 @@ func (c *layerCache) layer(t tree, mtime time.Time) (v1.Layer, error) {
 		return nil, fmt.Errorf("compressing layer: %w", err)
 	}
 	c.created++
-	if file == "" {
-		b := gz.Bytes()
-		return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(b)), nil
-		})
+	if l.file != "" {
+		if err := os.MkdirAll(c.dir, 0o755); err != nil {
+			return nil, fmt.Errorf("layer cache: %w", err)
+		}
+		tmp := l.file + ".tmp"
+		if err := os.WriteFile(tmp, gz.Bytes(), 0o644); err != nil {
+			return nil, fmt.Errorf("layer cache: %w", err)
+		}
+		if err := os.Rename(tmp, l.file); err != nil {
+			return nil, fmt.Errorf("layer cache: %w", err)
+		}
 	}
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("layer cache: %w", err)
+	return l.with(gz.Bytes()), nil
+}
+
+// gzLayer is a gzip-compressed layer whose uncompressed digest (the cache key) and size are
+// known, so a cached layer is never decompressed to be described.
+type gzLayer struct {
+	file       string // in the cache, or ""
+	compressed []byte
+	digest     v1.Hash
+	diffID     v1.Hash
+	unpacked   int64
+}
+
+func (l *gzLayer) with(compressed []byte) *gzLayer {
+	sum := sha256.Sum256(compressed)
+	l.compressed = compressed
+	l.digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+	return l
+}
+
+var _ v1.Layer = (*gzLayer)(nil)
+
+func (l *gzLayer) Digest() (v1.Hash, error) { return l.digest, nil }
+func (l *gzLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
+func (l *gzLayer) Size() (int64, error)     { return int64(len(l.compressed)), nil }
+func (l *gzLayer) MediaType() (types.MediaType, error) {
+	return types.OCILayer, nil
+}
+func (l *gzLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.compressed)), nil
+}
+func (l *gzLayer) Uncompressed() (io.ReadCloser, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(l.compressed))
+	if err != nil {
+		return nil, err
 	}
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, gz.Bytes(), 0o644); err != nil {
-		return nil, fmt.Errorf("layer cache: %w", err)
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		return nil, fmt.Errorf("layer cache: %w", err)
-	}
-	return tarball.LayerFromFile(file)
+	return zr, nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,16 +93,11 @@ func sizes(img v1.Image) (compressed, unpacked int64, err error) {
 			return 0, 0, err
 		}
 		compressed += n
-		rc, err := l.Uncompressed()
-		if err != nil {
-			return 0, 0, err
+		gz, ok := l.(*gzLayer)
+		if !ok {
+			return 0, 0, fmt.Errorf("layer of unknown type %T", l)
 		}
-		u, err := io.Copy(io.Discard, rc)
-		rc.Close()
-		if err != nil {
-			return 0, 0, err
-		}
-		unpacked += u
+		unpacked += gz.unpacked
 	}
 	return compressed, unpacked, nil
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -42,6 +43,7 @@ func mainErr(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "build":
 		fs.StringVar(&o.bin, "bin", "bin", "directory of the upstream binaries (hack/bin.sh)")
+		fs.StringVar(&o.debs, "debs", "", "directory of the .deb cache (default <out>/debs)")
 		fs.StringVar(&o.static, "static", "bin/static", "directory of tenantcloud's static binaries (make images)")
 		fs.StringVar(&o.version, "version", "", "version of tenantcloud's programs: their image tag and label")
 		fs.StringVar(&o.revision, "revision", "", "source revision, for the image label")
@@ -56,6 +58,9 @@ func mainErr(ctx context.Context, args []string) error {
 		if o.version == "" {
 			return errors.New("--version is required")
 		}
+		if o.debs == "" {
+			o.debs = filepath.Join(o.out, "debs")
+		}
 		return build(ctx, o)
 	case "push":
 		if err := fs.Parse(args[1:]); err != nil {
@@ -67,13 +72,14 @@ func mainErr(ctx context.Context, args []string) error {
 }
 
 type options struct {
-	out, registry                  string
-	insecure                       bool
-	bin, static, version, revision string
-	source                         string
-	epoch                          int64
-	push, noCache                  bool
-	only                           stringList
+	out, registry     string
+	insecure          bool
+	bin, static, debs string
+	version, revision string
+	source            string
+	epoch             int64
+	push, noCache     bool
+	only              stringList
 }
 
 type stringList []string
