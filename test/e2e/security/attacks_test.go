@@ -168,6 +168,7 @@ func attacks() []attack {
 	out = append(out, lbQuotaAttack())
 	out = append(out, csiMalformedAttacks()...)
 	out = append(out, lbMalformedAttack(), autoscalerMalformedAttack())
+	out = append(out, adoptionAttacks()...)
 	return out
 }
 
