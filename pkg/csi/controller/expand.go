@@ -33,7 +33,7 @@ func (s *Server) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 			return nil, status.Errorf(codes.InvalidArgument, "volume %q: volume_capability: %v", id, err)
 		}
 	}
-	release, err := s.inflight.acquire(id, "ControllerExpandVolume")
+	release, err := s.inflight.Acquire(id, "ControllerExpandVolume")
 	if err != nil {
 		return nil, err
 	}

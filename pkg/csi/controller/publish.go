@@ -35,7 +35,7 @@ func (s *Server) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 	if err := validateCapability(req.GetVolumeCapability()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %q: volume_capability: %v", id, err)
 	}
-	release, err := s.inflight.acquire(id, "ControllerPublishVolume")
+	release, err := s.publishGuard(id, nodeID, "ControllerPublishVolume", multiNode(req.GetVolumeCapability().GetAccessMode().GetMode()))
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +84,18 @@ func (s *Server) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 		tccsi.PublishContextSerial: serial,
 		tccsi.PublishContextBus:    v.bus,
 	}}, nil
+}
+
+// publishGuard claims the volume for a publish or unpublish: for vm alone (shared with other
+// VMs' calls) when perVM, otherwise the whole volume. A publish of a multi-node volume only
+// touches vm's VM, so concurrent publishes of an RWX volume to several nodes (a live
+// migration, a ReadWriteMany Deployment) are not Aborted; a single-node publish keeps the
+// whole volume, so its check that no other VM has the volume cannot race another publish.
+func (s *Server) publishGuard(id, vm, op string, perVM bool) (release func(), err error) {
+	if perVM {
+		return s.inflight.AcquireShared(id, vm, op)
+	}
+	return s.inflight.Acquire(id, op)
 }
 
 // maxHotplugAttempts bounds the immediate retries of a hot-plug request that failed in the
@@ -202,7 +214,9 @@ func (s *Server) ControllerUnpublishVolume(ctx context.Context, req *csi.Control
 	if !isVolumeHandle(id) {
 		return nil, notFoundVolume(id)
 	}
-	release, err := s.inflight.acquire(id, "ControllerUnpublishVolume")
+	// Unpublishing from one VM touches only that VM: it may run beside publishes of a
+	// multi-node volume to other VMs. Without a node ID it unplugs from all of them.
+	release, err := s.publishGuard(id, nodeID, "ControllerUnpublishVolume", nodeID != "")
 	if err != nil {
 		return nil, err
 	}

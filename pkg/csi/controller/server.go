@@ -42,6 +42,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/identity"
+	"github.com/tenantcloud/tenantcloud/pkg/csi/inflight"
 	"github.com/tenantcloud/tenantcloud/pkg/grpcerr"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 )
@@ -111,7 +112,7 @@ type Server struct {
 	infra    *infra.Client
 	sub      *infra.Subresources
 	notify   *notifier
-	inflight *inFlight
+	inflight *inflight.Guard
 
 	events      events.EventRecorder
 	broadcaster events.EventBroadcaster
@@ -165,7 +166,7 @@ func New(opts Options) (*Server, error) {
 		infra:       ic,
 		sub:         sub,
 		notify:      newNotifier(),
-		inflight:    newInFlight(),
+		inflight:    inflight.New(),
 		broadcaster: b,
 		events:      rec,
 	}, nil

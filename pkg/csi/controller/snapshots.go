@@ -112,7 +112,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		return nil, status.Errorf(codes.InvalidArgument, "snapshot %q: %v", name, err)
 	}
 	id := SnapshotID(s.scope.ClusterName, name)
-	release, err := s.inflight.acquire(id, "CreateSnapshot")
+	release, err := s.inflight.Acquire(id, "CreateSnapshot")
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +244,7 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	if !IsSnapshotID(id) {
 		return &csi.DeleteSnapshotResponse{}, nil
 	}
-	release, err := s.inflight.acquire(id, "DeleteSnapshot")
+	release, err := s.inflight.Acquire(id, "DeleteSnapshot")
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,7 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	}
 	layout := layoutFor(caps, s.opts.Storage)
 	id := VolumeID(s.scope.ClusterName, name)
-	release, err := s.inflight.acquire(id, "CreateVolume")
+	release, err := s.inflight.Acquire(id, "CreateVolume")
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +276,7 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		logger.V(2).Info("DeleteVolume: not a tenantcloud volume ID; nothing to delete")
 		return &csi.DeleteVolumeResponse{}, nil
 	}
-	release, err := s.inflight.acquire(id, "DeleteVolume")
+	release, err := s.inflight.Acquire(id, "DeleteVolume")
 	if err != nil {
 		return nil, err
 	}

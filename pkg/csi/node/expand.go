@@ -33,7 +33,7 @@ func (s *Server) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 			return nil, err
 		}
 	}
-	release, err := s.inflight.acquire(volumeID, "NodeExpandVolume")
+	release, err := s.inflight.Acquire(volumeID, "NodeExpandVolume")
 	if err != nil {
 		return nil, err
 	}

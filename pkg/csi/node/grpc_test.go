@@ -274,7 +274,7 @@ func TestConcurrentOperationAborted(t *testing.T) {
 	n := newTestNode(t)
 	ctx := context.Background()
 	const vol = "vol-busy"
-	release, err := n.s.inflight.acquire(vol, "NodeStageVolume")
+	release, err := n.s.inflight.Acquire(vol, "NodeStageVolume")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestConcurrentOperationAborted(t *testing.T) {
 		},
 	}
 	for name, call := range calls {
-		if err := call(); status.Code(err) != codes.Aborted || !strings.Contains(err.Error(), "NodeStageVolume on volume") {
+		if err := call(); status.Code(err) != codes.Aborted || !strings.Contains(err.Error(), `NodeStageVolume on "`+vol+`"`) {
 			t.Errorf("%s while NodeStageVolume runs: %v, want Aborted", name, err)
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/tenantcloud/tenantcloud/pkg/csi/inflight"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
@@ -109,7 +110,7 @@ type Server struct {
 
 	mounter  *mount.SafeFormatAndMount
 	resizer  *mount.ResizeFs
-	inflight *inFlight
+	inflight *inflight.Guard
 }
 
 var _ csi.NodeServer = (*Server)(nil)
@@ -139,7 +140,7 @@ func New(opts Options) (*Server, error) {
 		// host's systemd, and the scope it adds only matters for FUSE-style mount helpers.
 		mounter:  mount.NewSafeFormatAndMount(mount.NewWithoutSystemd(""), exec),
 		resizer:  mount.NewResizeFs(exec),
-		inflight: newInFlight(),
+		inflight: inflight.New(),
 	}, nil
 }
 

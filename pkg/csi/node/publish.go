@@ -41,7 +41,7 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return nil, err
 		}
 	}
-	release, err := s.inflight.acquire(volumeID, "NodePublishVolume")
+	release, err := s.inflight.Acquire(volumeID, "NodePublishVolume")
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +199,7 @@ func (s *Server) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if err != nil {
 		return nil, err
 	}
-	release, err := s.inflight.acquire(volumeID, "NodeUnpublishVolume")
+	release, err := s.inflight.Acquire(volumeID, "NodeUnpublishVolume")
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,7 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err != nil {
 		return nil, err
 	}
-	release, err := s.inflight.acquire(volumeID, "NodeStageVolume")
+	release, err := s.inflight.Acquire(volumeID, "NodeStageVolume")
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ func (s *Server) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if err != nil {
 		return nil, err
 	}
-	release, err := s.inflight.acquire(volumeID, "NodeUnstageVolume")
+	release, err := s.inflight.Acquire(volumeID, "NodeUnstageVolume")
 	if err != nil {
 		return nil, err
 	}

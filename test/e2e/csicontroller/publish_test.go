@@ -119,6 +119,54 @@ func TestAccessModes(t *testing.T) {
 	}
 }
 
+// TestConcurrentMultiNodePublish: publishes of one RWX volume to several VMs at once (a live
+// migration, a ReadWriteMany Deployment) run side by side; only a second call for the same VM,
+// or another operation on the volume, is ABORTED while they run.
+func TestConcurrentMultiNodePublish(t *testing.T) {
+	tn := newTenant(t, "csi-rwx-concurrent", "rwxc", fixtureStorage())
+	vms := []string{"rwxc-w1", "rwxc-w2"}
+	for _, vm := range vms {
+		tn.vm(vm)
+	}
+	mmw := blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER)
+	vol := tn.create("pvc-rwx-concurrent", 16*mib, mmw).GetVolumeId()
+
+	// Both publishes stop short of Ready, so each is still running when the next one starts.
+	ready := hotplug.FaultPoint(kubevirtv1.VolumeReady)
+	sims.Faults.Stall(ready)
+	t.Cleanup(func() { sims.Faults.Release(ready) })
+	done := make(chan error, len(vms))
+	for _, vm := range vms {
+		go func() { _, err := tn.publish(vol, vm, mmw); done <- err }()
+	}
+	for _, vm := range vms {
+		eventually(t, "publish to "+vm+" waiting in MountedToPod", func(context.Context) (bool, error) {
+			for _, st := range getVMI(t, tn.ns, vm).Status.VolumeStatus {
+				if st.Name == vol && st.Phase == kubevirtv1.HotplugVolumeMounted {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+	}
+	_, err := tn.publish(vol, vms[0], mmw)
+	wantCode(t, "a second publish to the same VM", err, codes.Aborted, "already in progress")
+	wantCode(t, "DeleteVolume while published", tn.delete(vol), codes.Aborted, "ControllerPublishVolume", "already in progress")
+	sims.Faults.Release(ready)
+	for range vms {
+		if err := <-done; err != nil {
+			t.Fatalf("concurrent multi-node publish: %v", err)
+		}
+	}
+	got, err := tn.cc().ControllerGetVolume(callCtx(t), &csi.ControllerGetVolumeRequest{VolumeId: vol})
+	if err != nil || len(got.GetStatus().GetPublishedNodeIds()) != len(vms) {
+		t.Fatalf("ControllerGetVolume after concurrent publishes = %v, %v", got, err)
+	}
+	if err := tn.unpublish(vol, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestIdempotency: every call may be repeated (the sidecars retry on timeouts) and answers the
 // same; a call racing one still running for the same volume is ABORTED.
 func TestIdempotency(t *testing.T) {

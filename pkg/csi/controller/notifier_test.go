@@ -6,39 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
-
-func TestInFlight(t *testing.T) {
-	f := newInFlight()
-	release, err := f.acquire("tc-a", "CreateVolume")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = f.acquire("tc-a", "DeleteVolume")
-	if status.Code(err) != codes.Aborted {
-		t.Fatalf("second call on the same ID: %v, want Aborted", err)
-	}
-	if want := `CreateVolume on "tc-a" is already in progress; retry DeleteVolume later`; status.Convert(err).Message() != want {
-		t.Errorf("message %q, want %q", status.Convert(err).Message(), want)
-	}
-	other, err := f.acquire("tc-b", "CreateVolume")
-	if err != nil {
-		t.Fatalf("another ID must not be blocked: %v", err)
-	}
-	other()
-	release()
-	release() // idempotent
-	again, err := f.acquire("tc-a", "DeleteVolume")
-	if err != nil {
-		t.Fatalf("after release: %v", err)
-	}
-	again()
-}
 
 func TestNotifier(t *testing.T) {
 	n := newNotifier()
