@@ -22,6 +22,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/pkg/cli"
 	"github.com/tenantcloud/tenantcloud/pkg/config"
+	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/identity"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/registration"
@@ -50,6 +51,9 @@ type options struct {
 	// pkg/csi/registration), off when registrationDir is empty.
 	registrationDir         string
 	kubeletRegistrationPath string
+	// driverName is the name served; csi.kubevirt.io for a second instance that serves the PVs
+	// adopted from the upstream KubeVirt CSI driver (docs/migration.md).
+	driverName string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -67,6 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fs.IntVar(&o.maxVolumesPerNode, "max-volumes-per-node", node.DefaultMaxVolumesPerNode, "volumes this node reports it can attach")
 			fs.DurationVar(&o.deviceWaitTimeout, "device-wait-timeout", node.DefaultDeviceWaitTimeout, "how long to wait for a hot-plugged disk to appear in --device-dir")
 			fs.DurationVar(&o.resolveTimeout, "node-resolve-timeout", 2*time.Minute, "how long to wait for the tenant Node's providerID at startup")
+			fs.StringVar(&o.driverName, "driver-name", tccsi.DriverName, "CSI driver name to serve: "+tccsi.DriverName+", or "+tccsi.LegacyDriverName+" for a second instance (its own --endpoint and registration) that serves the PVs adopted from the upstream KubeVirt CSI driver (docs/migration.md)")
 			fs.StringVar(&o.registrationDir, "plugin-registration-dir", "", "register the driver with the kubelet itself by serving its plugin-registration API in this directory (the kubelet's plugins_registry, as mounted here); empty = leave registration to a node-driver-registrar sidecar")
 			fs.StringVar(&o.kubeletRegistrationPath, "kubelet-registration-path", "", "path of the CSI socket as the kubelet sees it on the node, for --plugin-registration-dir; empty = the --endpoint's path")
 		},
@@ -82,6 +87,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return fmt.Errorf("--max-volumes-per-node must be at least 1, got %d", o.maxVolumesPerNode)
 			case o.deviceWaitTimeout <= 0:
 				return fmt.Errorf("--device-wait-timeout must be positive, got %s", o.deviceWaitTimeout)
+			case o.driverName != tccsi.DriverName && o.driverName != tccsi.LegacyDriverName:
+				return fmt.Errorf("--driver-name must be %s or %s, got %q", tccsi.DriverName, tccsi.LegacyDriverName, o.driverName)
 			}
 			path, err := unixSocketPath(o.endpoint)
 			if err != nil {
@@ -117,10 +124,11 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Option
 		return err
 	}
 	ids := identity.New(identity.Options{
+		Name:         o.driverName,
 		Capabilities: identity.NodeCapabilities(len(id.Topology) > 0),
 		Ready:        ns.Ready,
 	})
-	klog.InfoS("Starting CSI node plugin", "nodeID", id.NodeID, "topology", id.Topology,
+	klog.InfoS("Starting CSI node plugin", "driver", o.driverName, "nodeID", id.NodeID, "topology", id.Topology,
 		"deviceDir", o.deviceDir, "kubeletDir", o.kubeletDir, "pluginRegistrationDir", o.registrationDir)
 	serve := func(ctx context.Context) error {
 		return serveCSI(ctx, o.endpoint, func(s grpc.ServiceRegistrar) {

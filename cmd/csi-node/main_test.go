@@ -28,6 +28,8 @@ func TestRun(t *testing.T) {
 		{[]string{"--config", "x.yaml", "--device-dir", ""}, 2, "--device-dir must not be empty"},
 		{[]string{"--config", "x.yaml", "--endpoint", "tcp://0.0.0.0:10000"}, 2, "want unix:///path/to/csi.sock"},
 		{[]string{"--config", "x.yaml", "--device-wait-timeout", "0s"}, 2, "--device-wait-timeout must be positive"},
+		{[]string{"--help"}, 0, `--driver-name string`},
+		{[]string{"--config", "x.yaml", "--driver-name", "csi.example.com"}, 2, `--driver-name must be csi.tenantcloud.io or csi.kubevirt.io, got "csi.example.com"`},
 		// Without --node-id, --node-name or $NODE_NAME there is no way to learn the VM name.
 		{[]string{"--config", cfg}, 1, "cannot tell which VM this is: set --node-id, or --node-name"},
 		{[]string{"--config", cfg, "--node-id", "kubevirt://vm-1", "--kubelet-dir", t.TempDir()}, 1, `node ID "kubevirt://vm-1" is not a VM name`},
