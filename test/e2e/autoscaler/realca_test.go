@@ -29,7 +29,7 @@ import (
 )
 
 // realCA returns bin/cluster-autoscaler, or skips (fails where required: harness.Require).
-func realCA(t *testing.T) string {
+func realCA(t testing.TB) string {
 	t.Helper()
 	return harness.Bin(t, "cluster-autoscaler", "hack/bin-cluster-autoscaler.sh")
 }
@@ -37,7 +37,7 @@ func realCA(t *testing.T) string {
 // runCA starts the real cluster-autoscaler against the tenant with the externalgrpc cloud
 // provider pointing at addr (plaintext), in its own process group, logging to a file whose
 // path it returns. The process group is killed in a cleanup.
-func runCA(t *testing.T, bin, addr string) string {
+func runCA(t testing.TB, bin, addr string) string {
 	t.Helper()
 	dir := t.TempDir()
 	cloudConfig := filepath.Join(dir, "cloud-config.yaml")
@@ -107,7 +107,7 @@ func tail(s string, n int) string {
 }
 
 // grpcCalls reads the provider's per-method gRPC request counters.
-func grpcCalls(t *testing.T, metricsAddr string) map[string]int {
+func grpcCalls(t testing.TB, metricsAddr string) map[string]int {
 	t.Helper()
 	resp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
@@ -148,49 +148,9 @@ func realCAScaleUpAndDown(t *testing.T, caBin, providerBin string, from int32) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	w := startWorld(t, ctx)
-	if err := w.mgmt.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.ns}}); err != nil {
-		t.Fatal(err)
-	}
-	declareTemplateCapacity(t, ctx)
-	for _, obj := range []client.Object{
-		capi.NewCluster(w.ns, simCluster),
-		capi.NewKubevirtMachineTemplate(w.ns, "worker", simCluster, 2, "3Gi"),
-	} {
-		if err := w.mgmt.Create(ctx, obj); err != nil {
-			t.Fatal(err)
-		}
-	}
-	md := capi.NewMachineDeployment(w.ns, "workers", simCluster, "worker", from)
-	md.Annotations = map[string]string{autoscaler.AnnotationMinSize: strconv.Itoa(int(from)), autoscaler.AnnotationMaxSize: "3"}
-	// Synced to the Nodes by Cluster API and selected by the pods: only this group can take
-	// them, and from zero the template must promise the label.
-	md.Spec.Template.Labels[runLabel] = w.ns
-	if err := w.mgmt.Create(ctx, md); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.teardown(md) })
-	mdReplicas := func() int32 {
-		cur := &clusterv1.MachineDeployment{}
-		if err := w.mgmt.Get(ctx, client.ObjectKeyFromObject(md), cur); err != nil || cur.Spec.Replicas == nil {
-			return -1
-		}
-		return *cur.Spec.Replicas
-	}
-	readyNodes := func() []corev1.Node {
-		var nodes corev1.NodeList
-		if err := w.tenant.List(ctx, &nodes, client.MatchingLabels{runLabel: w.ns}); err != nil {
-			return nil
-		}
-		var ready []corev1.Node
-		for _, n := range nodes.Items {
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Spec.ProviderID != "" {
-					ready = append(ready, n)
-				}
-			}
-		}
-		return ready
-	}
+	md := w.createGroup(from, from, 3)
+	mdReplicas := func() int32 { return w.mdReplicas(md) }
+	readyNodes := w.readyNodes
 	w.eventually("the group's nodes", func() bool { return len(readyNodes()) == int(from) })
 	if from == 0 {
 		// CA caches the template: ask only once the simulated CAPK published the capacity.
@@ -209,23 +169,7 @@ func realCAScaleUpAndDown(t *testing.T, caBin, providerBin string, from int32) {
 		t.Fatal(err)
 	}
 
-	newPod := func(name string) *corev1.Pod {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name + "-" + w.ns},
-			Spec: corev1.PodSpec{NodeSelector: map[string]string{runLabel: w.ns}, Containers: []corev1.Container{{Name: "app", Image: "app",
-				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-					corev1.ResourceCPU: resource.MustParse("1500m"), corev1.ResourceMemory: resource.MustParse("1Gi")}}}}},
-		}
-		if err := w.tenant.Create(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
-		// No kubelet confirms a graceful deletion: pods go at once.
-		t.Cleanup(func() { _ = w.tenant.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
-		return pod
-	}
-	scheduled := func(pod *corev1.Pod) bool {
-		return w.tenant.Get(ctx, client.ObjectKeyFromObject(pod), pod) == nil && pod.Spec.NodeName != ""
-	}
+	newPod, scheduled := w.newPod, w.scheduled
 	var fillers []*corev1.Pod
 	for i := range from {
 		fillers = append(fillers, newPod(fmt.Sprintf("filler-%d", i)))
@@ -253,15 +197,7 @@ func realCAScaleUpAndDown(t *testing.T, caBin, providerBin string, from int32) {
 
 	start := time.Now()
 	caLog := runCA(t, caBin, p.grpcAddr)
-	long := func(what string, cond func() bool) {
-		t.Helper()
-		if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 90*time.Second, true,
-			func(context.Context) (bool, error) { return cond(), nil }); err != nil {
-			b, _ := os.ReadFile(caLog)
-			t.Fatalf("waiting for %s: %v; provider calls %v; provider log:\n%s\ncluster-autoscaler log (tail):\n%s",
-				what, err, grpcCalls(t, p.metricsAddr), tail(p.logs.output(), 60), tail(string(b), 200))
-		}
-	}
+	long := func(what string, cond func() bool) { w.long(p, caLog, what, 90*time.Second, cond) }
 
 	long("cluster-autoscaler to scale the group up", func() bool { return mdReplicas() == from+1 })
 	t.Logf("scale-up: MachineDeployment at %d replica(s) %s after cluster-autoscaler started", from+1, time.Since(start).Round(time.Millisecond))
@@ -292,4 +228,95 @@ func realCAScaleUpAndDown(t *testing.T, caBin, providerBin string, from int32) {
 		}
 	}
 	t.Logf("provider calls: %v", calls)
+}
+
+// createGroup creates the namespace, the Cluster, a KubevirtMachineTemplate of 2 CPUs / 3Gi
+// and the MachineDeployment "workers" (min, max) at replicas, whose Nodes carry runLabel;
+// the MachineDeployment is torn down in a cleanup.
+func (w *world) createGroup(replicas, minSize, maxSize int32) *clusterv1.MachineDeployment {
+	w.t.Helper()
+	ctx := w.ctx
+	if err := w.mgmt.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: w.ns}}); err != nil {
+		w.t.Fatal(err)
+	}
+	declareTemplateCapacity(w.t, ctx)
+	for _, obj := range []client.Object{
+		capi.NewCluster(w.ns, simCluster),
+		capi.NewKubevirtMachineTemplate(w.ns, "worker", simCluster, 2, "3Gi"),
+	} {
+		if err := w.mgmt.Create(ctx, obj); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	md := capi.NewMachineDeployment(w.ns, "workers", simCluster, "worker", replicas)
+	md.Annotations = map[string]string{autoscaler.AnnotationMinSize: strconv.Itoa(int(minSize)),
+		autoscaler.AnnotationMaxSize: strconv.Itoa(int(maxSize))}
+	// Synced to the Nodes by Cluster API and selected by the pods: only this group can take
+	// them, and from zero the template must promise the label.
+	md.Spec.Template.Labels[runLabel] = w.ns
+	if err := w.mgmt.Create(ctx, md); err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { w.teardown(md) })
+	return md
+}
+
+// mdReplicas reads md's replicas from the API (-1 if unreadable).
+func (w *world) mdReplicas(md *clusterv1.MachineDeployment) int32 {
+	cur := &clusterv1.MachineDeployment{}
+	if err := w.mgmt.Get(w.ctx, client.ObjectKeyFromObject(md), cur); err != nil || cur.Spec.Replicas == nil {
+		return -1
+	}
+	return *cur.Spec.Replicas
+}
+
+// readyNodes lists this world's Ready tenant Nodes that have a providerID.
+func (w *world) readyNodes() []corev1.Node {
+	var nodes corev1.NodeList
+	if err := w.tenant.List(w.ctx, &nodes, client.MatchingLabels{runLabel: w.ns}); err != nil {
+		return nil
+	}
+	var ready []corev1.Node
+	for _, n := range nodes.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Spec.ProviderID != "" {
+				ready = append(ready, n)
+			}
+		}
+	}
+	return ready
+}
+
+// newPod creates a pod of 1.5 CPUs and 1Gi that only this world's Nodes can take (one per
+// node); it is deleted in a cleanup.
+func (w *world) newPod(name string) *corev1.Pod {
+	w.t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name + "-" + w.ns},
+		Spec: corev1.PodSpec{NodeSelector: map[string]string{runLabel: w.ns}, Containers: []corev1.Container{{Name: "app", Image: "app",
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+				corev1.ResourceCPU: resource.MustParse("1500m"), corev1.ResourceMemory: resource.MustParse("1Gi")}}}}},
+	}
+	if err := w.tenant.Create(w.ctx, pod); err != nil {
+		w.t.Fatal(err)
+	}
+	// No kubelet confirms a graceful deletion: pods go at once.
+	w.t.Cleanup(func() { _ = w.tenant.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
+	return pod
+}
+
+func (w *world) scheduled(pod *corev1.Pod) bool {
+	return w.tenant.Get(w.ctx, client.ObjectKeyFromObject(pod), pod) == nil && pod.Spec.NodeName != ""
+}
+
+// long waits up to timeout for cond and fails with the provider's and cluster-autoscaler's
+// logs.
+func (w *world) long(p *process, caLog, what string, timeout time.Duration, cond func() bool) {
+	w.t.Helper()
+	if err := wait.PollUntilContextTimeout(w.ctx, 100*time.Millisecond, timeout, true,
+		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+		b, _ := os.ReadFile(caLog)
+		w.t.Fatalf("waiting for %s: %v; provider calls %v; provider log:\n%s\ncluster-autoscaler log (tail):\n%s",
+			what, err, grpcCalls(w.t, p.metricsAddr), tail(p.logs.output(), 60), tail(string(b), 200))
+	}
 }

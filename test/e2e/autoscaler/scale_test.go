@@ -47,7 +47,7 @@ func startScheduler(ctx context.Context) error {
 // world is the simulated tenant: Cluster API + CAPK + KubeVirt + kubelets in the harness, and
 // the provider in front of it.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	ns     string
 	mgmt   client.Client
@@ -56,7 +56,7 @@ type world struct {
 	cl     protos.CloudProviderClient
 }
 
-func startWorld(t *testing.T, ctx context.Context) *world {
+func startWorld(t testing.TB, ctx context.Context) *world {
 	t.Helper()
 	w := &world{t: t, ctx: ctx, ns: "sim-" + strings.ToLower(rand.String(5)),
 		mgmt: env.Management.Client, tenant: env.Tenant.Client, faults: fault.New()}
