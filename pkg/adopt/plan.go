@@ -116,6 +116,9 @@ type objectMeta struct {
 	uid             types.UID
 	resourceVersion string
 	labels          map[string]string
+	// annotations tell a claim marked by a run that was cut short (claims are marked before
+	// their DataVolume): the label keys that run added stay recorded for the rollback.
+	annotations map[string]string
 }
 
 // Plan decides about every upstream-shaped infra object of inv, in a stable order (Services,
@@ -325,7 +328,7 @@ func planDataVolume(o Options, dv *cdiv1.DataVolume, pvsByHandle map[string][]*c
 		// released); it is the DataVolume's by CDI's controller reference, which tenantcloud
 		// checks (infra.Client.ClaimOf), not ours.
 		first := claim(KindClaim, pvc.Name, "controlled by DataVolume "+dv.Name, "claim of the adopted DataVolume",
-			objectMeta{uid: pvc.UID, resourceVersion: pvc.ResourceVersion, labels: pvc.Labels},
+			objectMeta{uid: pvc.UID, resourceVersion: pvc.ResourceVersion, labels: pvc.Labels, annotations: pvc.Annotations},
 			map[string]string{infra.LabelClusterName: s.ClusterName}, map[string]string{infra.AnnotationAdoptedFrom: infra.AdoptedFromCSI}, s)
 		if first.Verdict != Claim {
 			return ref("its claim %s: %s", pvc.Name, first.Reason)
@@ -369,6 +372,13 @@ func claim(kind, name, proof, reason string, obj objectMeta, labels, annotations
 		} else if cur != v {
 			// Only possible for keys Plan already checked (cluster name); kept for safety.
 			return refuse(kind, name, proof, "label %s is %q, adoption would set %q", k, cur, v)
+		}
+	}
+	if obj.annotations[infra.AnnotationAdoptedUID] == string(obj.uid) {
+		for _, k := range strings.Split(obj.annotations[AnnotationAddedLabels], ",") {
+			if k != "" && !slices.Contains(added, k) {
+				added = append(added, k)
+			}
 		}
 	}
 	slices.Sort(added)

@@ -170,3 +170,33 @@ func render(m map[string]string) string {
 	}
 	return b.String()
 }
+
+// TestApplyResumes: a run cut short after marking a DataVolume's claim (marked first) and
+// before the DataVolume is finished by the next run, and the rollback still removes every
+// label the first run added.
+func TestApplyResumes(t *testing.T) {
+	ctx := context.Background()
+	ic, tc := clients(t, world())
+	before := snapshot(t, ic)
+	inv, err := Collect(ctx, ic, tc, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := Plan(options, inv)
+	dv := plan[1]
+	if dv.Kind != KindDataVolume || dv.first == nil {
+		t.Fatalf("want a DataVolume with its claim:\n%s", describe(plan))
+	}
+	if err := mark(ctx, ic, scope, *dv.first); err != nil { // the crash comes right after this
+		t.Fatal(err)
+	}
+	if sum, out := run(t, ic, tc, ApplyMode); sum.Marked != 2 {
+		t.Fatalf("resumed apply: %+v\n%s", sum, out)
+	}
+	if sum, out := run(t, ic, tc, RollbackMode); sum.Released != 3 {
+		t.Fatalf("rollback: %+v\n%s", sum, out)
+	}
+	if after := snapshot(t, ic); after != before {
+		t.Fatalf("rollback after a resumed run left changes:\n%s\n---\n%s", before, after)
+	}
+}
