@@ -108,6 +108,10 @@ func crashAtEveryStep(t *testing.T, component, op string, prepare func(t *testin
 			t.Fatalf("cleanup after run %d: %v", n, err)
 		}
 	}
+	if r.tried == 0 {
+		// Every run finished before its crash point: no crash was tested at all.
+		t.Errorf("%s %s: none of %d runs reached its crash point (%s)", component, op, len(writes), strings.Join(r.notes, "; "))
+	}
 }
 
 // untilKilled makes call and returns its result, or ErrKilled once sw kills the component: the

@@ -352,11 +352,16 @@ func succeeded(e harness.AuditEvent) bool {
 }
 
 // auditCounts counts the successful requests of the events' keys ("create services", …).
+// Every caller counts writes the component made, so none at all means the log or the filter
+// is wrong: that fails here instead of letting a "fewer than expected" branch pass on nothing.
 func auditCounts(t *testing.T, since time.Time, keep func(harness.AuditEvent) bool) map[string]int {
 	t.Helper()
 	events, err := env.Management.AuditEvents(since, func(e harness.AuditEvent) bool { return keep(e) && succeeded(e) })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(events) == 0 {
+		t.Fatalf("audit log: no successful request of the component since %s", since.Format(time.RFC3339Nano))
 	}
 	return harness.CountByKey(events)
 }
