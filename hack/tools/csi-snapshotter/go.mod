@@ -52,6 +52,8 @@ require (
 	// Upstream replaces its client with ./client (its own tree at the same tag); the published
 	// client module at the same tag is that code, and is what hack/bin-crds.sh reads the
 	// VolumeSnapshot CRDs from.
+	// Upstream replaces its client with ./client, its own tree at the same tag: the published
+	// client module at v8.7.0 is that code (and hack/bin-crds.sh's VolumeSnapshot CRDs).
 	github.com/kubernetes-csi/external-snapshotter/client/v8 v8.7.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
