@@ -42,6 +42,13 @@ go_build() { # go_build PKG LDFLAGS OUT
 build_once kube-apiserver "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
 build_once kube-scheduler "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kube-scheduler "$kube_ldflags"
 build_once kube-controller-manager "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags"
+# Real tenant nodes (test/harness/node): the kubelet and kube-proxy of the same release.
+build_once kubelet "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kubelet "$kube_ldflags"
+build_once kube-proxy "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kube-proxy "$kube_ldflags"
+# kubectl for the clusters' kubeconfigs, only on a machine that has none (Debian ships none).
+if [[ -x "$bin/kubectl" ]] || ! command -v kubectl >/dev/null; then
+	build_once kubectl "$KUBE_VERSION" go_build k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
+fi
 build_once etcd "$ETCD_VERSION" go_build go.etcd.io/etcd/server/v3 "-s -w"
 
 "$root/hack/bin-metallb.sh"
