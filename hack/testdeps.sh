@@ -14,6 +14,7 @@ pairs=(
 	git:git make:make
 	# real nodes and images (test/harness/node, test/e2e/images): DESIGN.md §4b
 	containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins
+	ip:iproute2 iptables:iptables nsenter:util-linux # each real node's namespaces; kube-proxy's rules
 	docker-registry:docker-registry
 )
 
