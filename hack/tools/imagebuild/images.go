@@ -135,6 +135,11 @@ func build(ctx context.Context, o options) error {
 	if err := writeSummary(o.out, images); err != nil {
 		return err
 	}
+	if len(o.only) == 0 {
+		if err := cache.prune(); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(os.Stderr, "imagebuild: %d images in %s (%d layers compressed, %d from cache) in %.1fs\n",
 		len(images), filepath.Join(o.out, "oci"), cache.created, cache.hits, time.Since(start).Seconds())
 	if o.push {

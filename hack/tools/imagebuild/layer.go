@@ -108,6 +108,27 @@ type layerCache struct {
 	dir     string // "" disables the cache
 	hits    int
 	created int
+	used    map[string]bool // cache files this build used
+}
+
+// prune removes the cached layers this build did not use (an earlier version's binaries), so
+// the cache holds one build's layers, not every build's.
+func (c *layerCache) prune() error {
+	if c.dir == "" {
+		return nil
+	}
+	files, err := filepath.Glob(filepath.Join(c.dir, "*.tar.gz"))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if !c.used[f] {
+			if err := os.Remove(f); err != nil {
+				return fmt.Errorf("layer cache: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // layer turns t into a gzip-compressed layer. The gzip stream carries no name and no time
@@ -122,6 +143,10 @@ func (c *layerCache) layer(t tree, mtime time.Time) (v1.Layer, error) {
 	l := &gzLayer{diffID: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}, unpacked: int64(len(raw))}
 	if c.dir != "" {
 		l.file = filepath.Join(c.dir, l.diffID.Hex+".tar.gz")
+		if c.used == nil {
+			c.used = map[string]bool{}
+		}
+		c.used[l.file] = true
 		if data, err := os.ReadFile(l.file); err == nil {
 			c.hits++
 			return l.with(data), nil
