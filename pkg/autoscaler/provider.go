@@ -31,6 +31,9 @@ type Config struct {
 	// before returning (the proto asks such calls to wait until the size is updated).
 	// Default 10s.
 	CacheWait time.Duration
+	// Clock replaces time.Now (nil): tests move it on to have deletion marks count as
+	// orphaned (see OrphanedMarks) without waiting for it.
+	Clock func() time.Time
 }
 
 // Provider implements the externalgrpc CloudProvider service for one tenant.
@@ -51,8 +54,7 @@ type Provider struct {
 	locks     groupLocks
 	marks     recentMarks
 	cacheWait time.Duration
-	// now replaces time.Now in tests.
-	now func() time.Time
+	now       func() time.Time // Config.Clock
 }
 
 var _ protos.CloudProviderServer = (*Provider)(nil)
@@ -97,6 +99,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		infraC:    infraC,
 		nodesC:    cfg.Nodes,
 		cacheWait: cfg.CacheWait,
+		now:       cfg.Clock,
 	}
 	p.events = newEventReporter(p.view, p.writer)
 	if err := p.events.register(ctx, infraC); err != nil {

@@ -95,7 +95,7 @@ func TestAutoscalerProviderCrash(t *testing.T) {
 			var nodes []*protos.ExternalGrpcNode
 			var gone []string
 			for _, m := range w.newestMachines(t, 2) {
-				nodes = append(nodes, &protos.ExternalGrpcNode{Name: strings.TrimPrefix(m.Spec.ProviderID, infra.ProviderIDPrefix), ProviderID: m.Spec.ProviderID})
+				nodes = append(nodes, nodeOf(m))
 				gone = append(gone, m.Name)
 			}
 			del := func(ctx context.Context, p *autoscaler.Provider) error {
@@ -105,11 +105,111 @@ func TestAutoscalerProviderCrash(t *testing.T) {
 			return w.run(3, 1, del, w.caDelete(gone, del), gone)
 		})
 	})
+	// Issue 21: an earlier call took its replica off and the MachineSet controller has not
+	// acted yet (held here by pausing the Cluster). The victim's Machine sorts first by name,
+	// so once the controller acts it deletes that one for the earlier call's replica. A crash
+	// between the victim's mark and its /scale write then leaves the earlier call's Machine
+	// marked with no replica for it, and nobody names it again: the provider's next loops
+	// must find the orphaned mark (Refresh, its clock moved past orphanAfter).
+	t.Run("NodeGroupDeleteNodes after an earlier call", func(t *testing.T) {
+		crashAtEveryStep(t, "autoscaler-provider", "NodeGroupDeleteNodes (1 of 3, an earlier call's surplus pending)", func(t *testing.T, n int) crashRun {
+			w.prepare(t, 3, false)
+			pair := w.newestMachines(t, 2)
+			sort.Slice(pair, func(i, j int) bool { return pair[i].Name < pair[j].Name })
+			victim, earlier := pair[0], pair[1]
+			if err := w.pauseCluster(true); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.deleteOnce(earlier); err != nil {
+				t.Fatal(err)
+			}
+			del := func(ctx context.Context, p *autoscaler.Provider) error {
+				_, err := p.NodeGroupDeleteNodes(ctx, &protos.NodeGroupDeleteNodesRequest{Id: w.group, Nodes: []*protos.ExternalGrpcNode{nodeOf(victim)}})
+				return err
+			}
+			run := w.run(3, 1, del, w.caDelete([]string{victim.Name}, del), []string{victim.Name, earlier.Name})
+			// Recovery: the Cluster is unpaused (the MachineSet controller catches up), and
+			// cluster-autoscaler's loops begin with Refresh on a provider whose clock says the
+			// marks are old.
+			ca := w.caDelete([]string{victim.Name}, del)
+			run.recover = func(ctx context.Context, sw *Switch) error {
+				if err := w.pauseCluster(false); err != nil {
+					return err
+				}
+				p, stop, err := w.startProviderAt(sw, func() time.Time { return time.Now().Add(time.Hour) })
+				if err != nil {
+					return err
+				}
+				defer stop()
+				bounded, cancel := context.WithTimeout(ctx, recoverBound)
+				defer cancel()
+				if err := ca(bounded, p); err != nil {
+					return err
+				}
+				return retry(bounded, func(ctx context.Context) error {
+					if _, err := p.Refresh(ctx, &protos.RefreshRequest{}); err != nil {
+						return err
+					}
+					if missing, leaked := w.compare(ctx, 1, []string{victim.Name, earlier.Name}); len(missing)+len(leaked) > 0 {
+						return fmt.Errorf("missing %v, leaked %v", missing, leaked)
+					}
+					return nil
+				})
+			}
+			cleanup := run.cleanup
+			run.cleanup = func(ctx context.Context) error {
+				if err := w.pauseCluster(false); err != nil {
+					return err
+				}
+				return cleanup(ctx)
+			}
+			return run
+		})
+	})
+}
+
+func nodeOf(m clusterv1.Machine) *protos.ExternalGrpcNode {
+	return &protos.ExternalGrpcNode{Name: strings.TrimPrefix(m.Spec.ProviderID, infra.ProviderIDPrefix), ProviderID: m.Spec.ProviderID}
+}
+
+// pauseCluster sets the Cluster's spec.paused: Cluster API's controllers (the simulated ones
+// too) then leave its MachineDeployments, MachineSets and Machines alone.
+func (w *scaleWorld) pauseCluster(paused bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	return clientretry.RetryOnConflict(clientretry.DefaultRetry, func() error {
+		c := &clusterv1.Cluster{}
+		if err := env.Management.Client.Get(ctx, client.ObjectKey{Namespace: scaleNS, Name: cluster}, c); err != nil {
+			return err
+		}
+		c.Spec.Paused = &paused
+		return env.Management.Client.Update(ctx, c)
+	})
+}
+
+// deleteOnce has a healthy provider remove m's node, as an earlier cluster-autoscaler call.
+func (w *scaleWorld) deleteOnce(m clusterv1.Machine) error {
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	sw := NewSwitch(0, nil)
+	defer sw.Exit()
+	p, stop, err := w.startProvider(sw)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	_, err = p.NodeGroupDeleteNodes(ctx, &protos.NodeGroupDeleteNodesRequest{Id: w.group, Nodes: []*protos.ExternalGrpcNode{nodeOf(m)}})
+	return err
 }
 
 // startProvider runs the provider in-process with every request to either cluster passing
 // through sw; stop cancels it as a killed process would end.
 func (w *scaleWorld) startProvider(sw *Switch) (*autoscaler.Provider, context.CancelFunc, error) {
+	return w.startProviderAt(sw, nil)
+}
+
+// startProviderAt is startProvider with the provider's clock (nil: time.Now).
+func (w *scaleWorld) startProviderAt(sw *Switch, clock func() time.Time) (*autoscaler.Provider, context.CancelFunc, error) {
 	ic, err := infra.NewWithOptions(sw.Config(env.Management.Config), w.scope, autoscaler.InfraOptions())
 	if err != nil {
 		return nil, nil, err
@@ -119,7 +219,7 @@ func (w *scaleWorld) startProvider(sw *Switch) (*autoscaler.Provider, context.Ca
 		return nil, nil, err
 	}
 	pctx, cancel := context.WithCancel(context.Background())
-	p, err := autoscaler.New(pctx, autoscaler.Config{Infra: ic, Nodes: nodes, CacheWait: 5 * time.Second})
+	p, err := autoscaler.New(pctx, autoscaler.Config{Infra: ic, Nodes: nodes, CacheWait: 5 * time.Second, Clock: clock})
 	if err != nil {
 		cancel()
 		return nil, nil, err
