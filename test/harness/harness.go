@@ -61,9 +61,22 @@ type Env struct {
 // CSI snapshotter sidecar needs. Everything else belongs to the management cluster.
 var tenantCRDGroups = map[string]bool{"snapshot.storage.k8s.io": true, "groupsnapshot.storage.k8s.io": true}
 
+// Options change how Start brings the clusters up; the zero value is what most suites run.
+type Options struct {
+	// TenantServiceAccounts runs the tenant apiserver with the ServiceAccount admission plugin,
+	// as a cluster's apiserver runs: every pod gets its kube-api-access volume (token, CA,
+	// namespace) and its ServiceAccount must exist, so run the kube-controller-manager's
+	// serviceaccount and root-ca-cert-publisher controllers. envtest turns the plugin off
+	// because it runs no controllers; suites with real nodes (test/harness/node) turn it on.
+	TenantServiceAccounts bool
+}
+
 // Start brings up the management and tenant control planes in parallel and installs CRDs.
 // On error nothing is left running.
-func Start(ctx context.Context) (*Env, error) {
+func Start(ctx context.Context) (*Env, error) { return StartWith(ctx, Options{}) }
+
+// StartWith is Start with opts.
+func StartWith(ctx context.Context, opts Options) (*Env, error) {
 	assets, err := FindAssets()
 	if err != nil {
 		return nil, err
@@ -85,21 +98,33 @@ func Start(ctx context.Context) (*Env, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	opts := envtest.CRDInstallOptions{Paths: []string{assets.CRDDir}, ErrorIfPathMissing: true}
-	if err := envtest.ReadCRDFiles(&opts); err != nil {
+	crdOpts := envtest.CRDInstallOptions{Paths: []string{assets.CRDDir}, ErrorIfPathMissing: true}
+	if err := envtest.ReadCRDFiles(&crdOpts); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("reading CRDs from %s: %w", assets.CRDDir, err)
 	}
 	var tenantCRDs []*apiextensionsv1.CustomResourceDefinition
-	for _, crd := range opts.CRDs {
+	for _, crd := range crdOpts.CRDs {
 		if tenantCRDGroups[crd.Spec.Group] {
 			tenantCRDs = append(tenantCRDs, crd)
 		}
 	}
 
 	e := &Env{Assets: assets, Dir: dir, FrontProxyCAFile: fp.CAFile}
-	e.Management = newCluster("management", assets, dir, fp, policy, opts.CRDs)
+	e.Management = newCluster("management", assets, dir, fp, policy, crdOpts.CRDs)
 	e.Tenant = newCluster("tenant", assets, dir, fp, policy, tenantCRDs)
+	if opts.TenantServiceAccounts {
+		// Only envtest's default turns the plugin off; the apiserver's own defaults enable it.
+		e.Tenant.env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	}
+	for _, c := range []*Cluster{e.Management, e.Tenant} {
+		api := c.env.ControlPlane.GetAPIServer()
+		api.CertDir = filepath.Join(dir, c.Name+"-pki")
+		if api.SecureServing.CA, err = writeAPIServerCerts(api.CertDir); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 
 	start := time.Now()
 	errs := make(chan error, 2)
@@ -116,7 +141,7 @@ func Start(ctx context.Context) (*Env, error) {
 		return nil, err
 	}
 	klog.InfoS("Harness control planes running", "management", e.Management.Config.Host,
-		"tenant", e.Tenant.Config.Host, "crds", len(opts.CRDs), "startup", time.Since(start).Round(time.Millisecond))
+		"tenant", e.Tenant.Config.Host, "crds", len(crdOpts.CRDs), "startup", time.Since(start).Round(time.Millisecond))
 	return e, nil
 }
 

@@ -26,12 +26,17 @@ type Setup func(e *Env) (stop func() error, err error)
 
 // MainWith is Main with setup run after the harness starts and before the tests.
 func MainWith(m *testing.M, env **Env, setup Setup) int {
+	return MainWithOptions(m, env, Options{}, setup)
+}
+
+// MainWithOptions is MainWith with the clusters started with opts.
+func MainWithOptions(m *testing.M, env **Env, opts Options, setup Setup) int {
 	// Simulators and in-process components run controller-runtime, which logs through its
 	// own logger: klog's, as the programs set it (pkg/cli).
 	ctrllog.SetLogger(klog.NewKlogr())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e, err := Start(ctx)
+	e, err := StartWith(ctx, opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "harness: %v\n", err)
 		return 1

@@ -25,6 +25,5 @@
 // Differences from a cluster node, each forced by this machine: the apiserver cannot reach
 // the kubelet (no logs/exec/port-forward through the API: there is no route into a node's
 // namespace); pods on different nodes cannot reach each other (no pod network between
-// nodes); the node shares the host's kernel, /dev and loop devices; the envtest apiserver's
-// serving certificate names localhost, not the Service IP, so pods verify it by that name.
+// nodes); the node shares the host's kernel, /dev and loop devices; there is no cluster DNS.
 package node

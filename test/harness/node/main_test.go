@@ -46,7 +46,11 @@ type nodeWorld struct {
 	images string
 }
 
-func TestMain(m *testing.M) { os.Exit(harness.MainWith(m, &env, setup)) }
+// The tenant runs the ServiceAccount admission plugin, as a cluster does: pods on the real
+// nodes get their tokens the way they would there.
+func TestMain(m *testing.M) {
+	os.Exit(harness.MainWithOptions(m, &env, harness.Options{TenantServiceAccounts: true}, setup))
+}
 
 func setup(e *harness.Env) (func() error, error) {
 	if unsupported = node.Supported(e); unsupported != nil {

@@ -229,28 +229,15 @@ func createNamespace(t *testing.T, ctx context.Context, prefix string) string {
 	return ns.Name
 }
 
-// probePod runs apiprobe on vm. The kube-api-access volume is what the ServiceAccount
-// admission plugin adds in a cluster; envtest's apiserver runs without that plugin.
+// probePod runs apiprobe on vm. Its kube-api-access volume comes from the ServiceAccount
+// admission plugin, as in a cluster.
 func probePod(ns, name, vm string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: corev1.PodSpec{
-			RestartPolicy:      corev1.RestartPolicyNever,
-			ServiceAccountName: "default",
-			NodeSelector:       map[string]string{corev1.LabelHostname: vm},
-			Containers: []corev1.Container{{
-				Name: "probe", Image: node.APIProbeImage, ImagePullPolicy: corev1.PullNever,
-				// envtest's serving certificate names localhost and 127.0.0.1, not the Service IP.
-				Env:          []corev1.EnvVar{{Name: "PROBE_SERVER_NAME", Value: "localhost"}},
-				VolumeMounts: []corev1.VolumeMount{{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}},
-			}},
-			Volumes: []corev1.Volume{{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-				Sources: []corev1.VolumeProjection{
-					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
-					{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
-						Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
-				},
-			}}}},
+			RestartPolicy: corev1.RestartPolicyNever,
+			NodeSelector:  map[string]string{corev1.LabelHostname: vm},
+			Containers:    []corev1.Container{{Name: "probe", Image: node.APIProbeImage, ImagePullPolicy: corev1.PullNever}},
 		},
 	}
 }

@@ -55,9 +55,8 @@ func probe() (string, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return "", errors.New("no certificate in ca.crt")
 	}
-	// PROBE_SERVER_NAME: the name the apiserver's serving certificate carries when it lacks
-	// the Service IP.
-	tlsCfg := &tls.Config{RootCAs: pool, ServerName: os.Getenv("PROBE_SERVER_NAME"), MinVersion: tls.VersionTLS12}
+	// Verified as in-cluster clients do: the Service IP must be in the serving certificate.
+	tlsCfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	addr := net.JoinHostPort(host, port)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
