@@ -50,7 +50,6 @@ func progress(mark, format string, args ...any) {
 func step(format string, args ...any) { progress("…", format, args...) }
 func ok(format string, args ...any)   { progress("✓", format, args...) }
 func fail(format string, args ...any) { progress("✗", format, args...) }
-func skip(format string, args ...any) { progress("-", format, args...) }
 
 // poll waits for cond with a deadline; the error names what did not happen.
 func poll(ctx context.Context, what string, cond func(ctx context.Context) (bool, error)) error {
