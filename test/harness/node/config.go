@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // containerdConfig is containerd 1.6's config for one node: everything under dir (root, state,
@@ -15,7 +16,12 @@ import (
 //     from pipe" otherwise);
 //   - netns_mounts_under_state_dir: pod network namespaces are mounted in the node's state,
 //     not the host's /run/netns.
-func containerdConfig(dir, socket, sandboxImage string) string {
+func containerdConfig(dir, socket, sandboxImage string, registries []string) string {
+	var mirrors strings.Builder
+	for _, r := range registries {
+		// Loopback registries speak plain HTTP; the CRI plugin needs to be told.
+		fmt.Fprintf(&mirrors, "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [%q]\n", r, "http://"+r)
+	}
 	return fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
@@ -45,8 +51,8 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = %[7]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, filepath.Join(dir, "opt"),
-		sandboxImage, filepath.Join(dir, "cni", "net.d"), filepath.Join(dir, "runc"))
+%[8]s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, filepath.Join(dir, "opt"),
+		sandboxImage, filepath.Join(dir, "cni", "net.d"), filepath.Join(dir, "runc"), mirrors.String())
 }
 
 // cniConfig is the node's pod network: a bridge with the pods' gateway on it and addresses

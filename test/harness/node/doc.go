@@ -10,7 +10,9 @@
 //     (and of other test binaries) never rewrite each other's chains, and no packet of a node
 //     can leave this machine: the namespace has no route out;
 //   - its own mount namespace, a slave of the host's, where /dev/disk/by-id is the VM's
-//     device directory (test/sim/disks) and the kubelet's and containerd's mounts stay;
+//     device directory (test/sim/disks), /var/lib/kubelet is the node's own kubelet directory
+//     (so a DaemonSet's hostPaths are the same on every node) and the kubelet's and
+//     containerd's mounts stay;
 //   - its own cgroup subtree (/tenantcloud-<pid>-<name> in every v1 hierarchy) holding
 //     containerd, its shims, the kubelet's pods (cgroupRoot) and the node's daemons, so Stop
 //     ends everything the node ran, and a later run reaps what a killed test left.

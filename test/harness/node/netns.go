@@ -61,10 +61,11 @@ func removeNetwork(netns string) error {
 }
 
 // setupMounts creates the node's mount namespace as a slave of the host's (it sees host mounts
-// appear, the host never sees its mounts), held by a bind mount of its ns file under dir, and
-// inside it puts the VM's device directory at /dev/disk/by-id and a tmpfs at the kubelet's
-// fixed /var/log/containers.
-func setupMounts(ctx context.Context, dir, mntFile, deviceDir string) error {
+// appear, the host never sees its mounts), held by a bind mount of its ns file, and inside it
+// puts the VM's device directory at /dev/disk/by-id, the node's kubelet directory at
+// /var/lib/kubelet (shared, so a csi-node pod's Bidirectional mounts reach the kubelet) and a
+// tmpfs at the kubelet's fixed /var/log/containers.
+func setupMounts(ctx context.Context, mntFile, deviceDir, kubeletHostDir string) error {
 	nsDir := filepath.Dir(mntFile)
 	if err := os.MkdirAll(nsDir, 0o755); err != nil {
 		return err
@@ -78,17 +79,18 @@ func setupMounts(ctx context.Context, dir, mntFile, deviceDir string) error {
 	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
-			return fmt.Errorf("creating mount namespace under %s: %w", dir, err)
+			return fmt.Errorf("creating mount namespace %s: %w", mntFile, err)
 		}
 	}
-	// The mount points exist on the host's /dev (a shared devtmpfs) and /var/log; only the
-	// node's namespace mounts over them.
-	for _, d := range []string{"/dev/disk/by-id", "/var/log/containers", deviceDir} {
+	// The mount points exist on the host (empty directories; /dev is a devtmpfs shared with
+	// it); only the node's namespace mounts over them.
+	for _, d := range []string{"/dev/disk/by-id", "/var/log/containers", kubeletDir, deviceDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("creating %s: %w", d, err)
 		}
 	}
-	script := fmt.Sprintf("mount --bind %q /dev/disk/by-id && mount -t tmpfs -o size=16m tmpfs /var/log/containers", deviceDir)
+	script := fmt.Sprintf("mount --bind %q /dev/disk/by-id && mount --bind %q %s && mount --make-rshared %s && mount -t tmpfs -o size=16m tmpfs /var/log/containers",
+		deviceDir, kubeletHostDir, kubeletDir, kubeletDir)
 	if err := run(ctx, "nsenter", "--mount="+mntFile, "--", "sh", "-c", script); err != nil {
 		return fmt.Errorf("preparing the node's mounts: %w", err)
 	}

@@ -27,6 +27,9 @@ import (
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
+// kubeletDir is the kubelet's root directory inside every node.
+const kubeletDir = "/var/lib/kubelet"
+
 // Options describe one node: the VM it stands for and its pod network.
 type Options struct {
 	// Name of the tenant Node (the kubelet's --hostname-override): the VM's name, as CAPK
@@ -44,18 +47,22 @@ type Options struct {
 	// Images are OCI image archives (BuildImages) imported into the node's containerd before
 	// the kubelet starts. The sandbox image PauseImage must be among them.
 	Images []string
-	// Forward lists further host loopback addresses (host:port) the node reaches at the same
-	// address, a registry for example. The tenant apiserver is always forwarded.
-	Forward []string
+	// Registries are plain-HTTP registries on the host's loopback (host:port, e.g.
+	// harness.Registry.Addr): the node reaches them at the same address and its containerd
+	// pulls from them over HTTP, as from a cluster's internal registry.
+	Registries []string
 }
 
 // Node is a running real node. Stop it before the harness.
 type Node struct {
 	Name string
-	// Dir holds everything the node writes: logs, containerd's root and state, the kubelet
-	// root directory (KubeletDir).
-	Dir        string
-	KubeletDir string
+	// Dir holds everything the node writes: logs, containerd's root and state, and the
+	// kubelet's root directory.
+	Dir string
+	// KubeletDir is the kubelet's root directory as the node sees it, /var/lib/kubelet, the
+	// same on every node as the charts expect; it is KubeletHostDir bound there in the node's
+	// mount namespace (mounts made under it are seen inside the node only).
+	KubeletDir, KubeletHostDir string
 	// ContainerdSocket is the node's CRI endpoint.
 	ContainerdSocket string
 	// NetNS and MountNS are the paths of the node's namespaces (for nsenter).
@@ -127,7 +134,7 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (n *Node, err er
 	id := fmt.Sprintf("%s%d-%s", cgroupPrefix, os.Getpid(), opts.Name)
 	dir := filepath.Join(env.Dir, "nodes", opts.Name)
 	n = &Node{
-		Name: opts.Name, Dir: dir, KubeletDir: filepath.Join(dir, "kubelet"),
+		Name: opts.Name, Dir: dir, KubeletDir: kubeletDir, KubeletHostDir: filepath.Join(dir, "kubelet"),
 		ContainerdSocket: filepath.Join(dir, "containerd", "containerd.sock"),
 		NetNS:            filepath.Join("/run/netns", id), MountNS: filepath.Join(dir, "ns", "mnt"),
 		cgroup: id, netns: id,
@@ -140,7 +147,7 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (n *Node, err er
 			n = nil
 		}
 	}()
-	if err := os.MkdirAll(n.KubeletDir, 0o750); err != nil {
+	if err := os.MkdirAll(n.KubeletHostDir, 0o750); err != nil {
 		return n, err
 	}
 	if err := makeCgroup(n.cgroup + "/system"); err != nil {
@@ -153,13 +160,13 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (n *Node, err er
 	if deviceDir == "" {
 		deviceDir = filepath.Join(dir, "by-id")
 	}
-	if err := setupMounts(ctx, dir, n.MountNS, deviceDir); err != nil {
+	if err := setupMounts(ctx, n.MountNS, deviceDir, n.KubeletHostDir); err != nil {
 		return n, err
 	}
 	if err := n.reachAPIServer(ctx, env); err != nil {
 		return n, err
 	}
-	for _, addr := range opts.Forward {
+	for _, addr := range opts.Registries {
 		if err := n.forward.forward(n.NetNS, addr, addr); err != nil {
 			return n, err
 		}
@@ -267,7 +274,7 @@ func (n *Node) startContainerd(ctx context.Context, opts Options) error {
 		return err
 	}
 	cfg := filepath.Join(cdir, "config.toml")
-	if err := writeFile(cfg, []byte(containerdConfig(cdir, n.ContainerdSocket, PauseImage))); err != nil {
+	if err := writeFile(cfg, []byte(containerdConfig(cdir, n.ContainerdSocket, PauseImage, opts.Registries))); err != nil {
 		return err
 	}
 	if n.Containerd, err = n.startIn("containerd", "/usr/bin/containerd", "--config", cfg, "--log-level", "info"); err != nil {
