@@ -63,6 +63,19 @@ func TestTenantChartRegistration(t *testing.T) {
 			}
 		})
 	}
+	t.Run("livenessProbe=false", func(t *testing.T) {
+		objs := render(t, "tenantcloud-tenant", "kube-system", append(slices.Clone(tenantSets), "csiNode.registration=builtin", "csiNode.livenessProbe=false")...)
+		cs, _, err := unstructured.NestedSlice(find(t, objs, "DaemonSet", ds).Object, "spec", "template", "spec", "containers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) != 1 {
+			t.Fatalf("%d containers, want csi-node alone", len(cs))
+		}
+		if c, _ := cs[0].(map[string]any); c["livenessProbe"] != nil || c["ports"] != nil {
+			t.Errorf("csi-node keeps a liveness probe or port without the sidecar: %v %v", c["livenessProbe"], c["ports"])
+		}
+	})
 	t.Run("registration=bogus", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
