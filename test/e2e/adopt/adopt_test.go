@@ -77,11 +77,14 @@ func TestAdopt(t *testing.T) {
 
 	// The upstream world: a load balancer with its MetalLB address, a volume with data.
 	tsvc, infraSvc, address := s.upstreamLoadBalancer(t)
-	pvc, dv, pv := s.upstreamVolume(t)
+	pvc, dv, pv := s.upstreamVolume(t, "data", false)
+	// A volume a pod uses at the switch: attached by upstream, no publish context anywhere.
+	_, attachedDV, attachedPV := s.upstreamVolume(t, "in-use", true)
 
 	t.Run("DryRunChangesNothing", func(t *testing.T) {
 		out := s.adopt(t)
-		if !hasRow(out, "claim", "Service", infraSvc.Name) || !hasRow(out, "claim", "DataVolume", dv.Name) || !strings.Contains(out, "dry run: nothing changed") {
+		if !hasRow(out, "claim", "Service", infraSvc.Name) || !hasRow(out, "claim", "DataVolume", dv.Name) ||
+			!hasRow(out, "claim", "DataVolume", attachedDV.Name) || !strings.Contains(out, "dry run: nothing changed") {
 			t.Errorf("dry run does not list both objects as claimable:\n%s", out)
 		}
 		got := &corev1.Service{}
@@ -90,16 +93,17 @@ func TestAdopt(t *testing.T) {
 			t.Fatal("a dry run marked the infra Service")
 		}
 	})
-	t.Run("ApplyClaimsBothAndIsIdempotent", func(t *testing.T) {
-		if out := s.adopt(t, "--apply"); !strings.Contains(out, "marked 2 of 2 proven objects") {
+	t.Run("ApplyClaimsAllAndIsIdempotent", func(t *testing.T) {
+		if out := s.adopt(t, "--apply"); !strings.Contains(out, "marked 3 of 3 proven objects") {
 			t.Fatalf("apply:\n%s", out)
 		}
-		if out := s.adopt(t, "--apply"); !strings.Contains(out, "0 to claim, 2 already adopted, 0 refused") {
+		if out := s.adopt(t, "--apply"); !strings.Contains(out, "0 to claim, 3 already adopted, 0 refused") {
 			t.Fatalf("second apply:\n%s", out)
 		}
 	})
 	t.Run("ServiceKeepsItsAddress", func(t *testing.T) { s.switchLoadBalancer(t, tsvc, infraSvc, address) })
 	t.Run("VolumeServedUnderLegacyHandle", func(t *testing.T) { s.switchVolume(t, pvc, dv, pv) })
+	t.Run("AttachedVolumeFoundByItsUpstreamSerial", func(t *testing.T) { s.attachedVolume(t, attachedDV, attachedPV) })
 }
 
 func setUp(t *testing.T) *suite {
@@ -195,11 +199,12 @@ func (s *suite) upstreamLoadBalancer(t *testing.T) (*corev1.Service, *corev1.Ser
 
 // upstreamVolume makes a tenant PVC, the DataVolume and PV the upstream CSI driver would have
 // made for it, and plays the upstream driver once: hot-plug with serial = the DataVolume's
-// UID on scsi, mkfs.xfs as its node plugin does, a file written, unplugged again.
-func (s *suite) upstreamVolume(t *testing.T) (*corev1.PersistentVolumeClaim, *cdiv1.DataVolume, *corev1.PersistentVolume) {
+// UID on scsi, mkfs.xfs as its node plugin does, a file written, and (unless attached) the
+// disk unplugged again, as for a PVC no pod uses at the switch.
+func (s *suite) upstreamVolume(t *testing.T, name string, attached bool) (*corev1.PersistentVolumeClaim, *cdiv1.DataVolume, *corev1.PersistentVolume) {
 	t.Helper()
 	pvc := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "data"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: name},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: *resource.NewQuantity(volumeSize, resource.BinarySI)}},
@@ -233,7 +238,7 @@ func (s *suite) upstreamVolume(t *testing.T) (*corev1.PersistentVolumeClaim, *cd
 	})
 	dev, err := filepath.EvalSymlinks(link)
 	s.must(t, err)
-	mnt := filepath.Join(s.dir, "upstream-mnt")
+	mnt := filepath.Join(s.dir, "upstream-mnt-"+name)
 	s.must(t, os.MkdirAll(mnt, 0o755))
 	for _, cmd := range [][]string{{"mkfs", "-t", "xfs", "-f", dev}, {"mount", "-o", "nouuid", dev, mnt}} {
 		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
@@ -245,6 +250,10 @@ func (s *suite) upstreamVolume(t *testing.T) (*corev1.PersistentVolumeClaim, *cd
 		t.Fatalf("umount: %v: %s", err, out)
 	}
 	s.must(t, werr)
+	if attached {
+		t.Logf("upstream volume %s (serial %s) holds hello.txt and stays attached", dv.Name, dv.UID)
+		return pvc, dv, pv
+	}
 	s.must(t, s.mgmt.Get(s.ctx, client.ObjectKeyFromObject(vm), vm))
 	s.must(t, sub.RemoveVolume(s.ctx, vm, dv.Name))
 	s.eventually(t, "the upstream disk is unplugged", func() (bool, error) {
@@ -454,6 +463,65 @@ func (s *suite) switchVolume(t *testing.T, pvc *corev1.PersistentVolumeClaim, dv
 		err := s.mgmt.Get(s.ctx, client.ObjectKeyFromObject(dv), &cdiv1.DataVolume{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 	})
+}
+
+// attachedVolume takes over a volume the upstream driver left attached: its VolumeAttachment
+// carries no publish context, so the kubelet stages and publishes it with the PV's volume
+// context only; the attacher's repeated publish finds the upstream hot-plug in place; the
+// volume is then detached through tenantcloud.
+func (s *suite) attachedVolume(t *testing.T, dv *cdiv1.DataVolume, pv *corev1.PersistentVolume) {
+	sockDir := filepath.Join(s.dir, "csi-attached")
+	s.must(t, os.MkdirAll(sockDir, 0o755))
+	ctrl, err := fixture.StartController(env.Management.Config, s.scope, fixture.Storage(), sockDir)
+	s.must(t, err)
+	t.Cleanup(func() {
+		if err := ctrl.Stop(); err != nil {
+			t.Errorf("stopping csi-controller: %v", err)
+		}
+	})
+	id, vc := pv.Spec.CSI.VolumeHandle, pv.Spec.CSI.VolumeAttributes
+	mountCap := &csi.VolumeCapability{
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "xfs"}},
+	}
+	kubelet := filepath.Join(s.dir, "kubelet-attached")
+	staging := filepath.Join(kubelet, "plugins", "kubernetes.io", "csi", tccsi.LegacyDriverName, "attached", "globalmount")
+	target := filepath.Join(kubelet, "pods", "1f1f1f1f-1111-2222-3333-444444444444", "volumes", "kubernetes.io~csi", pv.Name, "mount")
+	s.must(t, os.MkdirAll(staging, 0o750))
+	s.must(t, os.MkdirAll(target, 0o750))
+	ns, err := node.New(node.Options{NodeID: s.vm, DeviceDir: simulator.DeviceDir(infraNS, s.vm), KubeletDir: kubelet, DeviceWaitTimeout: 30 * time.Second})
+	s.must(t, err)
+	_, err = ns.NodeStageVolume(s.call(t), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap, VolumeContext: vc})
+	s.must(t, err)
+	_, err = ns.NodePublishVolume(s.call(t), &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: target,
+		VolumeCapability: mountCap, VolumeContext: vc})
+	s.must(t, err)
+	data, err := os.ReadFile(filepath.Join(target, "hello.txt"))
+	s.must(t, err)
+	if string(data) != content {
+		t.Fatalf("read back %q, want %q", data, content)
+	}
+	// Calls without any context find the disk by its mount.
+	if st, err := ns.NodeGetVolumeStats(s.call(t), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target}); err != nil || len(st.GetUsage()) == 0 {
+		t.Fatalf("NodeGetVolumeStats = %v, %v", st, err)
+	}
+	pub, err := ctrl.Controller.ControllerPublishVolume(s.call(t), &csi.ControllerPublishVolumeRequest{
+		VolumeId: id, NodeId: s.vm, VolumeCapability: mountCap, VolumeContext: vc})
+	s.must(t, err)
+	if got := pub.GetPublishContext()[tccsi.PublishContextSerial]; got != string(dv.UID) {
+		t.Fatalf("repeated publish: serial %q, want the upstream %s", got, dv.UID)
+	}
+	_, err = ns.NodeUnpublishVolume(s.call(t), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+	s.must(t, err)
+	_, err = ns.NodeUnstageVolume(s.call(t), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	s.must(t, err)
+	_, err = ctrl.Controller.ControllerUnpublishVolume(s.call(t), &csi.ControllerUnpublishVolumeRequest{VolumeId: id, NodeId: s.vm})
+	s.must(t, err)
+	vmi := &kubevirtv1.VirtualMachineInstance{}
+	s.must(t, s.mgmt.Get(s.ctx, client.ObjectKey{Namespace: infraNS, Name: s.vm}, vmi))
+	if slices.ContainsFunc(vmi.Status.VolumeStatus, func(v kubevirtv1.VolumeStatus) bool { return v.Name == id }) {
+		t.Fatalf("the upstream hot-plug of %s is still in VMI %s after unpublish", id, s.vm)
+	}
 }
 
 // checkLegacyIdentity serves the controller under the upstream driver name too, as the chart
