@@ -1,12 +1,12 @@
 package autoscaler
 
 import (
-	"context"
 	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/tenantcloud/tenantcloud/pkg/grpcerr"
 )
 
 // Request-state errors of the RPC layer.
@@ -17,9 +17,10 @@ var (
 )
 
 // grpcError turns an internal error into a status with a code cluster-autoscaler (and a human)
-// can act on. op names the RPC.
+// can act on: this package's own errors first, then the infra API's the way every tenantcloud
+// gRPC server maps them (grpcerr). op names the RPC.
 func grpcError(op string, err error) error {
-	code := codes.Internal
+	code := grpcerr.Code(err)
 	switch {
 	case errors.Is(err, errGroupNotFound):
 		code = codes.NotFound
@@ -27,17 +28,8 @@ func grpcError(op string, err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrOutOfBounds), errors.Is(err, errPaused):
 		code = codes.FailedPrecondition
-	case errors.Is(err, errChanged), apierrors.IsConflict(err):
+	case errors.Is(err, errChanged):
 		code = codes.Aborted
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case apierrors.IsTooManyRequests(err), apierrors.IsServiceUnavailable(err),
-		apierrors.IsServerTimeout(err), apierrors.IsTimeout(err):
-		code = codes.Unavailable
-	case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
-		code = codes.PermissionDenied
 	}
 	return status.Errorf(code, "%s: %v", op, err)
 }
