@@ -3,7 +3,7 @@
 //
 // Layout: pure logic (annotation parsing, bounds math, ids, template nodes, option mapping,
 // instance states, delete planning) lives in files of its own with table tests; the RPC
-// handlers (rpc_*.go) are thin glue over the scoped infra cache (view.go), so every answer
+// handlers (rpc_*.go) are thin glue over the scoped infra cache (nodegroups.go), so every answer
 // comes from informers and the only API calls on the request path are the writes: the /scale
 // subresource (read fresh right before it is written, for conflict safety) and the
 // delete-machine annotation on Machines.
