@@ -1,6 +1,8 @@
 // Command benchtable turns `go test -bench` output (stdin) into the Markdown results table
-// `make bench` writes to bench/results/latest.md. Every custom metric a benchmark reports
-// (p50/p99 latencies, API calls, RSS) becomes a cell, so adding a scenario needs no change here.
+// `make bench` writes to bench/results/latest.md: every goal of every scenario bench/README.md
+// promises (goals.go) beside its figure with ✓ or ✗, then every custom metric a benchmark
+// reported (p50/p99 latencies, API calls, RSS) as a cell. A promised scenario without a result
+// line says so (did not run, failed, not written yet) instead of vanishing from the table.
 package main
 
 import (
@@ -8,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -67,15 +71,128 @@ func result(pkg, name string, f []string) (row, bool) {
 	return r, true
 }
 
-func write(w io.Writer, rows []row, failures []string, now time.Time) {
-	fmt.Fprintf(w, "# tenantcloud benchmark results\n\n%s · see bench/README.md for what each scenario measures.\n\n", now.UTC().Format(time.RFC3339))
-	fmt.Fprintln(w, "| package | scenario | runs | results |")
-	fmt.Fprintln(w, "|---|---|---|---|")
-	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.pkg, r.name, r.iterations, strings.Join(r.metrics, " · "))
+// procs is the -GOMAXPROCS suffix go test adds to a benchmark's name.
+var procs = regexp.MustCompile(`-[0-9]+$`)
+
+// outcome is what became of one promised scenario: its result line, or why there is none.
+type outcome struct {
+	scenario
+	row    *row
+	status string // when row is nil: did not run, failed, or pending
+}
+
+// match pairs every promised scenario with its result line; rows no scenario promises are
+// returned as extra so that they are shown too.
+func match(rows []row, failures []string) (outs []outcome, extra []row) {
+	failed, failedPkgs := map[string]bool{}, map[string]bool{}
+	for _, l := range failures {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[0] == "---" && f[1] == "FAIL:":
+			failed[procs.ReplaceAllString(strings.TrimPrefix(f[2], "Benchmark"), "")] = true
+		case len(f) >= 2 && f[0] == "FAIL":
+			failedPkgs[strings.TrimPrefix(f[1], "github.com/tenantcloud/tenantcloud/")] = true
+		}
 	}
-	if len(rows) == 0 {
-		fmt.Fprintln(w, "| | no benchmark results | | |")
+	used := make([]bool, len(rows))
+	for _, s := range scenarios {
+		o := outcome{scenario: s, status: "did not run"}
+		for i := range rows {
+			if rows[i].pkg == s.pkg && procs.ReplaceAllString(rows[i].name, "") == s.name {
+				o.row, used[i] = &rows[i], true
+				break
+			}
+		}
+		if o.row == nil {
+			for name := range failed {
+				if name == s.name || strings.HasPrefix(s.name, name+"/") {
+					o.status = "failed (see Failures)"
+				}
+			}
+			if failedPkgs[s.pkg] {
+				o.status = "failed (see Failures)"
+			}
+			if s.pending != "" {
+				o.status = "did not run: " + s.pending
+			}
+		}
+		outs = append(outs, o)
+	}
+	for i, r := range rows {
+		if !used[i] {
+			extra = append(extra, r)
+		}
+	}
+	return outs, extra
+}
+
+// check returns the figure a goal bounds in row r (the largest matching metric, named) and
+// whether it meets the goal; without a figure it says why.
+func check(g goal, r *row) (figure string, ok bool) {
+	if r == nil {
+		return "—", false
+	}
+	found, worst, name := false, 0.0, ""
+	for _, m := range r.metrics {
+		value, unit, _ := strings.Cut(m, " ")
+		if !g.metric.MatchString(unit) {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return fmt.Sprintf("unreadable %q", m), false
+		}
+		if !found || v > worst {
+			found, worst, name = true, v, unit
+		}
+	}
+	switch {
+	case found:
+		return fmt.Sprintf("%s %s", strconv.FormatFloat(worst, 'f', -1, 64), name), worst <= g.max
+	case g.absentIsZero:
+		return "0 (none reported)", true
+	default:
+		return "not reported", false
+	}
+}
+
+func mark(ok bool) string {
+	if ok {
+		return "✓"
+	}
+	return "✗"
+}
+
+func write(w io.Writer, rows []row, failures []string, now time.Time) {
+	outs, extra := match(rows, failures)
+	fmt.Fprintf(w, "# tenantcloud benchmark results\n\n%s · see bench/README.md for what each scenario measures.\n\n", now.UTC().Format(time.RFC3339))
+	fmt.Fprintln(w, "## Goals\n\n| scenario | goal | figure | |\n|---|---|---|---|")
+	for _, o := range outs {
+		if len(o.goals) == 0 {
+			state := "ran (no goal)"
+			if o.row == nil {
+				state = o.status
+			}
+			fmt.Fprintf(w, "| %s | — | %s | |\n", o.name, state)
+		}
+		for _, g := range o.goals {
+			figure, ok := check(g, o.row)
+			if o.row == nil {
+				figure = o.status
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", o.name, g.text, figure, mark(ok))
+		}
+	}
+	fmt.Fprintln(w, "\n## Figures\n\n| package | scenario | runs | results |\n|---|---|---|---|")
+	for _, o := range outs {
+		if o.row == nil {
+			fmt.Fprintf(w, "| %s | %s | — | %s |\n", o.pkg, o.name, o.status)
+			continue
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", o.row.pkg, o.row.name, o.row.iterations, strings.Join(o.row.metrics, " · "))
+	}
+	for _, r := range extra {
+		fmt.Fprintf(w, "| %s | %s | %s | %s (not in bench/README.md) |\n", r.pkg, r.name, r.iterations, strings.Join(r.metrics, " · "))
 	}
 	if len(failures) > 0 {
 		fmt.Fprintf(w, "\n**Failures:**\n\n```\n%s\n```\n", strings.Join(failures, "\n"))
