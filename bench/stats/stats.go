@@ -61,31 +61,54 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // RSS returns the resident set size of process pid in bytes, from /proc.
 func RSS(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("reading RSS of %d: %w", pid, err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parsing VmRSS %q: %w", rest, err)
-			}
-			return kb * 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for process %d", pid)
+	m, err := readMemory(pid)
+	return m["VmRSS"], err
 }
 
-// ReportRSS adds "<name>-rss-MB" for process pid.
+// readMemory reads VmRSS and its parts RssAnon (heap, stacks, runtime: what the process
+// allocated) and RssFile (the pages of its binary it touched, shared with every process running
+// it but still counted) from /proc/<pid>/status, in bytes.
+func readMemory(pid int) (map[string]int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, fmt.Errorf("reading RSS of %d: %w", pid, err)
+	}
+	defer f.Close()
+	m := map[string]int64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		key, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != "VmRSS" && key != "RssAnon" && key != "RssFile") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("parsing %s %q: %w", key, rest, err)
+		}
+		m[key] = kb * 1024
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading RSS of %d: %w", pid, err)
+	}
+	for _, key := range []string{"VmRSS", "RssAnon", "RssFile"} {
+		if _, ok := m[key]; !ok {
+			return nil, fmt.Errorf("no %s for process %d", key, pid)
+		}
+	}
+	return m, nil
+}
+
+// ReportRSS adds "<name>-rss-MB" for process pid, and its parts "<name>-rss-anon-MB" (what the
+// process allocated: heap, stacks) and "<name>-rss-file-MB" (its binary's pages), which tell a
+// cache that holds too much from a binary that links too much.
 func ReportRSS(b *testing.B, name string, pid int) {
-	rss, err := RSS(pid)
+	m, err := readMemory(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(rss)/(1<<20), name+"-rss-MB")
+	b.ReportMetric(float64(m["VmRSS"])/(1<<20), name+"-rss-MB")
+	b.ReportMetric(float64(m["RssAnon"])/(1<<20), name+"-rss-anon-MB")
+	b.ReportMetric(float64(m["RssFile"])/(1<<20), name+"-rss-file-MB")
 }
 
 // ReportCalls adds one "<prefix><verb>-<resource>-calls/<unit>" metric per audit-log key

@@ -35,6 +35,25 @@ func TestRSSOfSelf(t *testing.T) {
 	if _, err := RSS(-1); err == nil {
 		t.Fatal("RSS of a missing process must fail")
 	}
+	// The parts add up to the whole (RssShmem aside, which a Go test binary does not have), so
+	// reading them separately does not misattribute memory.
+	m, err := readMemory(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["RssAnon"] <= 0 || m["RssFile"] <= 0 || m["RssAnon"]+m["RssFile"] > m["VmRSS"] || m["VmRSS"]-m["RssAnon"]-m["RssFile"] > 1<<20 {
+		t.Fatalf("VmRSS %d, RssAnon %d, RssFile %d do not add up", m["VmRSS"], m["RssAnon"], m["RssFile"])
+	}
+	r := testing.Benchmark(func(b *testing.B) {
+		for b.Loop() {
+		}
+		ReportRSS(b, "self", os.Getpid())
+	})
+	for _, unit := range []string{"self-rss-MB", "self-rss-anon-MB", "self-rss-file-MB"} {
+		if r.Extra[unit] <= 0 {
+			t.Errorf("%s = %v, want a positive figure (%v)", unit, r.Extra[unit], r.Extra)
+		}
+	}
 }
 
 func TestReportCalls(t *testing.T) {
