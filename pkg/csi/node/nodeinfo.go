@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/tenantcloud/tenantcloud/pkg/csi"
 	"k8s.io/klog/v2"
@@ -65,11 +64,18 @@ var errNoProviderID = errors.New("spec.providerID is not set yet")
 // resolvePollInterval is how often ResolveIdentity re-reads the Node; a variable for tests.
 var resolvePollInterval = 2 * time.Second
 
+// NodeGetter reads one tenant Node; client-go's typed NodeInterface is one. csi-node passes a
+// client that knows only core/v1 (linking the generated clientset costs every tenant node
+// megabytes of memory for API groups it never reads).
+type NodeGetter interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Node, error)
+}
+
 // ResolveIdentity reads the tenant Node nodeName and derives the identity from its providerID
 // and zone label. A Node that is missing or has no providerID yet is polled until timeout:
 // the DaemonSet pod may start before the kubelet or the cloud controller manager has set it.
 // A providerID of the wrong form fails at once, since waiting cannot fix it.
-func ResolveIdentity(ctx context.Context, nodes corev1client.NodeInterface, nodeName string, timeout time.Duration) (Identity, error) {
+func ResolveIdentity(ctx context.Context, nodes NodeGetter, nodeName string, timeout time.Duration) (Identity, error) {
 	if nodeName == "" {
 		return Identity{}, errors.New("tenant Node name is empty")
 	}
