@@ -24,6 +24,8 @@ import (
 const (
 	PauseImage    = "localhost/tenantcloud-harness/pause:v1"
 	APIProbeImage = "localhost/tenantcloud-harness/apiprobe:v1"
+	// VolProbeImage writes and reads back a pod's volume (cmd/volprobe).
+	VolProbeImage = "localhost/tenantcloud-harness/volprobe:v1"
 )
 
 // imageProgram is one single-binary image: the program at /<name>, its entrypoint.
@@ -34,6 +36,7 @@ type imageProgram struct {
 var harnessImages = []imageProgram{
 	{PauseImage, "github.com/tenantcloud/tenantcloud/test/harness/node/cmd/pause", "pause"},
 	{APIProbeImage, "github.com/tenantcloud/tenantcloud/test/harness/node/cmd/apiprobe", "apiprobe"},
+	{VolProbeImage, "github.com/tenantcloud/tenantcloud/test/harness/node/cmd/volprobe", "volprobe"},
 }
 
 // BuildImages builds the harness images into an OCI image archive under dir (what `ctr images

@@ -411,3 +411,31 @@ func (n *Node) Log(name string, bytes int) string {
 }
 
 func processAlive(pid int) bool { return pid > 0 && isAlive(pid) }
+
+// ContainerLog returns what container of the pod (namespace, name, uid) wrote to stdout and
+// stderr, from the log file the kubelet keeps on the node (the apiserver cannot reach the
+// kubelet here, so `kubectl logs` cannot).
+func (n *Node) ContainerLog(namespace, name, uid, container string) (string, error) {
+	dir := filepath.Join(n.Dir, "pod-logs", namespace+"_"+name+"_"+uid, container)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("node %s: logs of %s/%s %s: %w", n.Name, namespace, name, container, err)
+	}
+	var out strings.Builder
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		// CRI log lines: <time> <stream> <F|P> <text>.
+		for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+			if f := strings.SplitN(line, " ", 4); len(f) == 4 {
+				out.WriteString(f[3])
+				if f[2] == "F" {
+					out.WriteString("\n")
+				}
+			}
+		}
+	}
+	return out.String(), nil
+}

@@ -1,0 +1,200 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
+	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/harness"
+	"github.com/tenantcloud/tenantcloud/test/harness/node"
+)
+
+// volumeWait bounds each user-visible step (binding, attaching, mounting) on a loaded machine.
+const volumeWait = 3 * time.Minute
+
+// TestVolumeWritten is story 1: a PVC (Filesystem ext4 from the chart's default class,
+// Filesystem xfs from a class of the user's, Block) used by a pod is bound, the pod runs and
+// writes to it, and the data is where the user expects it: in the file system (of the asked
+// type) the kubelet mounted for the pod, or on the raw device; in the management cluster the
+// claim's disk is hot-plugged into the VM of the pod's node.
+func TestVolumeWritten(t *testing.T) {
+	w := requireWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	tc := env.Tenant.Client
+	xfs := &storagev1.StorageClass{
+		ObjectMeta:    metav1.ObjectMeta{Name: "tenantcloud-xfs"},
+		Provisioner:   tccsi.DriverName,
+		Parameters:    map[string]string{"infraStorageClassName": fixture.StorageClass, "csi.storage.k8s.io/fstype": "xfs"},
+		ReclaimPolicy: ptr.To(corev1.PersistentVolumeReclaimDelete), AllowVolumeExpansion: ptr.To(true),
+		VolumeBindingMode: ptr.To(storagev1.VolumeBindingWaitForFirstConsumer),
+	}
+	if err := tc.Create(ctx, xfs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tc.Delete(context.Background(), xfs) })
+	ns := userNamespace(t, ctx, "story1")
+	for _, tcase := range []struct {
+		name, class string
+		block       bool
+		fs          string
+	}{
+		{"ext4", storageClass, false, "ext4"},
+		{"xfs", xfs.Name, false, "xfs"},
+		{"block", storageClass, true, ""},
+	} {
+		t.Run(tcase.name, func(t *testing.T) {
+			start := time.Now()
+			pvc, pod := userVolume(t, ctx, ns, "vol-"+tcase.name, tcase.class, tcase.block)
+			t.Logf("PVC + pod created → pod Running with the volume: %s (node %s)", time.Since(start).Round(time.Millisecond), pod.Spec.NodeName)
+			n := w.node(t, pod.Spec.NodeName)
+			text := "written-by-" + pod.Name
+			var line string
+			harness.Eventually(t, ctx, time.Minute, "the pod's report", func(context.Context) (bool, error) {
+				log, err := n.ContainerLog(pod.Namespace, pod.Name, string(pod.UID), "app")
+				line = strings.TrimSpace(log)
+				return line != "", err
+			})
+			pv := pvc.Spec.VolumeName
+			if tcase.block {
+				if !strings.HasPrefix(line, "ok block /dev/xvda 536870912 "+text) {
+					t.Errorf("pod reports %q, want the 512 MiB device written", line)
+				}
+			} else {
+				want := fmt.Sprintf("ok fs /data/volprobe.txt %s %s", tcase.fs, text)
+				if line != want {
+					t.Errorf("pod reports %q, want %q", line, want)
+				}
+				// The node's view of the same file: the kubelet's mount for this pod.
+				file := path.Join(n.KubeletDir, "pods", string(pod.UID), "volumes", "kubernetes.io~csi", pv, "mount", "volprobe.txt")
+				if out, err := n.Command(ctx, "cat", file).CombinedOutput(); err != nil || string(out) != text {
+					t.Errorf("node %s: %s holds %q (%v), want %q", n.Name, file, out, err, text)
+				}
+			}
+			// Management side: the VolumeAttachment the attach-detach controller made is
+			// attached, and its disk serial is plugged into the pod's node's VM.
+			vas := &storagev1.VolumeAttachmentList{}
+			if err := tc.List(ctx, vas); err != nil {
+				t.Fatal(err)
+			}
+			var serial string
+			for _, va := range vas.Items {
+				if ptr.Deref(va.Spec.Source.PersistentVolumeName, "") == pv && va.Spec.NodeName == n.Name && va.Status.Attached {
+					serial = va.Status.AttachmentMetadata[tccsi.PublishContextSerial]
+				}
+			}
+			plugged := false
+			for _, d := range w.sim.Disks.Disks(infraNS, n.Name) {
+				plugged = plugged || (serial != "" && strings.HasPrefix(serial, d.Serial))
+			}
+			if serial == "" || !plugged {
+				t.Errorf("PV %s: attached serial %q; disks of VM %s: %v", pv, serial, n.Name, w.sim.Disks.Disks(infraNS, n.Name))
+			}
+		})
+	}
+}
+
+// userNamespace creates a namespace for a user's objects; its ServiceAccount comes from the
+// real controller. Deleted with everything in it at the end.
+func userNamespace(t *testing.T, ctx context.Context, prefix string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
+	if err := env.Tenant.Client.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, ctx, time.Minute, "default ServiceAccount in "+ns.Name, func(ctx context.Context) (bool, error) {
+		err := env.Tenant.Client.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "default"}, &corev1.ServiceAccount{})
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	return ns.Name
+}
+
+// userVolume creates a 512 MiB PVC of class and a pod using it (mounted at /data, or as the
+// device /dev/xvda), as a user would, and waits until the claim is bound and the pod runs. The
+// pod and claim are deleted at the end of the test, and their deletion awaited.
+func userVolume(t *testing.T, ctx context.Context, ns, name, class string, block bool) (*corev1.PersistentVolumeClaim, *corev1.Pod) {
+	t.Helper()
+	tc := env.Tenant.Client
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: &class,
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("512Mi")}},
+		},
+	}
+	app := corev1.Container{Name: "app", Image: node.VolProbeImage, ImagePullPolicy: corev1.PullNever}
+	if block {
+		pvc.Spec.VolumeMode = ptr.To(corev1.PersistentVolumeBlock)
+		app.Args = []string{"block", "/dev/xvda", "written-by-" + name}
+		app.VolumeDevices = []corev1.VolumeDevice{{Name: "data", DevicePath: "/dev/xvda"}}
+	} else {
+		app.Args = []string{"fs", "/data", "written-by-" + name}
+		app.VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{app},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}}},
+			TerminationGracePeriodSeconds: ptr.To[int64](5),
+		},
+	}
+	for _, o := range []client.Object{pvc, pod} {
+		if err := tc.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), volumeWait)
+		defer cancel()
+		for _, o := range []client.Object{pod, pvc} {
+			if err := tc.Delete(cctx, o); err != nil && !apierrors.IsNotFound(err) {
+				t.Error(err)
+			}
+			harness.Eventually(t, cctx, volumeWait, "deleted "+o.GetName(), func(ctx context.Context) (bool, error) {
+				err := tc.Get(ctx, client.ObjectKeyFromObject(o), o)
+				return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+			})
+		}
+	})
+	harness.Eventually(t, ctx, volumeWait, "pod "+name+" Running with its volume", func(ctx context.Context) (bool, error) {
+		if err := tc.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+			return false, err
+		}
+		if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+			return false, fmt.Errorf("pod ended %s", pod.Status.Phase)
+		}
+		if err := tc.Get(ctx, client.ObjectKeyFromObject(pvc), pvc); err != nil {
+			return false, err
+		}
+		return pvc.Status.Phase == corev1.ClaimBound && pod.Status.Phase == corev1.PodRunning, nil
+	})
+	return pvc, pod
+}
+
+// node is the real node named name.
+func (w *world) node(t *testing.T, name string) *node.Node {
+	t.Helper()
+	for _, n := range w.nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	t.Fatalf("pod runs on %q, not on a real node", name)
+	return nil
+}
