@@ -62,12 +62,7 @@ func TestVolumeWritten(t *testing.T) {
 			t.Logf("PVC + pod created → pod Running with the volume: %s (node %s)", time.Since(start).Round(time.Millisecond), pod.Spec.NodeName)
 			n := w.node(t, pod.Spec.NodeName)
 			text := "written-by-" + pod.Name
-			var line string
-			harness.Eventually(t, ctx, time.Minute, "the pod's report", func(context.Context) (bool, error) {
-				log, err := n.ContainerLog(pod.Namespace, pod.Name, string(pod.UID), "app")
-				line = strings.TrimSpace(log)
-				return line != "", err
-			})
+			line := podReport(t, ctx, n, pod)
 			pv := pvc.Spec.VolumeName
 			if tcase.block {
 				if !strings.HasPrefix(line, "ok block /dev/xvda 536870912 "+text) {
@@ -86,21 +81,7 @@ func TestVolumeWritten(t *testing.T) {
 			}
 			// Management side: the VolumeAttachment the attach-detach controller made is
 			// attached, and its disk serial is plugged into the pod's node's VM.
-			vas := &storagev1.VolumeAttachmentList{}
-			if err := tc.List(ctx, vas); err != nil {
-				t.Fatal(err)
-			}
-			var serial string
-			for _, va := range vas.Items {
-				if ptr.Deref(va.Spec.Source.PersistentVolumeName, "") == pv && va.Spec.NodeName == n.Name && va.Status.Attached {
-					serial = va.Status.AttachmentMetadata[tccsi.PublishContextSerial]
-				}
-			}
-			plugged := false
-			for _, d := range w.sim.Disks.Disks(infraNS, n.Name) {
-				plugged = plugged || (serial != "" && strings.HasPrefix(serial, d.Serial))
-			}
-			if serial == "" || !plugged {
+			if serial := attachedSerial(t, ctx, pv, n.Name); !w.plugged(n.Name, serial) {
 				t.Errorf("PV %s: attached serial %q; disks of VM %s: %v", pv, serial, n.Name, w.sim.Disks.Disks(infraNS, n.Name))
 			}
 		})
@@ -123,11 +104,23 @@ func userNamespace(t *testing.T, ctx context.Context, prefix string) string {
 }
 
 // userVolume creates a 512 MiB PVC of class and a pod using it (mounted at /data, or as the
-// device /dev/xvda), as a user would, and waits until the claim is bound and the pod runs. The
-// pod and claim are deleted at the end of the test, and their deletion awaited.
+// device /dev/xvda) that writes to it, as a user would, and waits until the claim is bound and
+// the pod runs. The pod and claim are deleted at the end of the test, and their deletion
+// awaited.
 func userVolume(t *testing.T, ctx context.Context, ns, name, class string, block bool) (*corev1.PersistentVolumeClaim, *corev1.Pod) {
 	t.Helper()
-	tc := env.Tenant.Client
+	pvc := userClaim(t, ctx, ns, name, class, block)
+	args := []string{"fs", "/data", "written-by-" + name}
+	if block {
+		args = []string{"block", "/dev/xvda", "written-by-" + name}
+	}
+	pod := userPod(t, ctx, pvc, name, "", args...)
+	return pvc, pod
+}
+
+// userClaim creates a 512 MiB PVC of class, deleted (and its deletion awaited) at the end.
+func userClaim(t *testing.T, ctx context.Context, ns, name, class string, block bool) *corev1.PersistentVolumeClaim {
+	t.Helper()
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: corev1.PersistentVolumeClaimSpec{
@@ -136,42 +129,38 @@ func userVolume(t *testing.T, ctx context.Context, ns, name, class string, block
 			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("512Mi")}},
 		},
 	}
-	app := corev1.Container{Name: "app", Image: node.VolProbeImage, ImagePullPolicy: corev1.PullNever}
 	if block {
 		pvc.Spec.VolumeMode = ptr.To(corev1.PersistentVolumeBlock)
-		app.Args = []string{"block", "/dev/xvda", "written-by-" + name}
+	}
+	create(t, ctx, pvc)
+	return pvc
+}
+
+// userPod runs volprobe with args in a pod named name using the claim (on nodeName if set,
+// else where the scheduler puts it) and waits until the claim is bound and the pod runs. It is
+// deleted (and its deletion awaited) at the end.
+func userPod(t *testing.T, ctx context.Context, pvc *corev1.PersistentVolumeClaim, name, nodeName string, args ...string) *corev1.Pod {
+	t.Helper()
+	app := corev1.Container{Name: "app", Image: node.VolProbeImage, ImagePullPolicy: corev1.PullNever, Args: args}
+	if ptr.Deref(pvc.Spec.VolumeMode, corev1.PersistentVolumeFilesystem) == corev1.PersistentVolumeBlock {
 		app.VolumeDevices = []corev1.VolumeDevice{{Name: "data", DevicePath: "/dev/xvda"}}
 	} else {
-		app.Args = []string{"fs", "/data", "written-by-" + name}
 		app.VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace, Name: name},
 		Spec: corev1.PodSpec{
 			Containers: []corev1.Container{app},
 			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
-				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}}},
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvc.Name}}}},
 			TerminationGracePeriodSeconds: ptr.To[int64](5),
 		},
 	}
-	for _, o := range []client.Object{pvc, pod} {
-		if err := tc.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
+	if nodeName != "" {
+		pod.Spec.NodeSelector = map[string]string{corev1.LabelHostname: nodeName}
 	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), volumeWait)
-		defer cancel()
-		for _, o := range []client.Object{pod, pvc} {
-			if err := tc.Delete(cctx, o); err != nil && !apierrors.IsNotFound(err) {
-				t.Error(err)
-			}
-			harness.Eventually(t, cctx, volumeWait, "deleted "+o.GetName(), func(ctx context.Context) (bool, error) {
-				err := tc.Get(ctx, client.ObjectKeyFromObject(o), o)
-				return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-			})
-		}
-	})
+	create(t, ctx, pod)
+	tc := env.Tenant.Client
 	harness.Eventually(t, ctx, volumeWait, "pod "+name+" Running with its volume", func(ctx context.Context) (bool, error) {
 		if err := tc.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 			return false, err
@@ -184,7 +173,70 @@ func userVolume(t *testing.T, ctx context.Context, ns, name, class string, block
 		}
 		return pvc.Status.Phase == corev1.ClaimBound && pod.Status.Phase == corev1.PodRunning, nil
 	})
-	return pvc, pod
+	return pod
+}
+
+// create creates o in the tenant and deletes it at the end of the test (in reverse order of
+// creation, as cleanups run), waiting until it is gone.
+func create(t *testing.T, ctx context.Context, o client.Object) {
+	t.Helper()
+	tc := env.Tenant.Client
+	if err := tc.Create(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteAndWait(t, o) })
+}
+
+// deleteAndWait deletes o from the tenant and waits until it is gone (finalizers done).
+func deleteAndWait(t *testing.T, o client.Object) {
+	t.Helper()
+	tc := env.Tenant.Client
+	ctx, cancel := context.WithTimeout(context.Background(), volumeWait)
+	defer cancel()
+	if err := tc.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
+		t.Error(err)
+	}
+	harness.Eventually(t, ctx, volumeWait, "deleted "+o.GetName(), func(ctx context.Context) (bool, error) {
+		err := tc.Get(ctx, client.ObjectKeyFromObject(o), o)
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+}
+
+// podReport waits for the line volprobe logs on the pod's node.
+func podReport(t *testing.T, ctx context.Context, n *node.Node, pod *corev1.Pod) string {
+	t.Helper()
+	var line string
+	harness.Eventually(t, ctx, time.Minute, "the report of pod "+pod.Name, func(context.Context) (bool, error) {
+		log, err := n.ContainerLog(pod.Namespace, pod.Name, string(pod.UID), "app")
+		line = strings.TrimSpace(log)
+		return line != "", err
+	})
+	return line
+}
+
+// attachedSerial is the disk serial of the attached VolumeAttachment of pv on nodeName ("" if none).
+func attachedSerial(t *testing.T, ctx context.Context, pv, nodeName string) string {
+	t.Helper()
+	vas := &storagev1.VolumeAttachmentList{}
+	if err := env.Tenant.Client.List(ctx, vas); err != nil {
+		t.Fatal(err)
+	}
+	for _, va := range vas.Items {
+		if ptr.Deref(va.Spec.Source.PersistentVolumeName, "") == pv && va.Spec.NodeName == nodeName && va.Status.Attached {
+			return va.Status.AttachmentMetadata[tccsi.PublishContextSerial]
+		}
+	}
+	return ""
+}
+
+// plugged reports whether a disk with serial is plugged into VM vm (the guest's view).
+func (w *world) plugged(vm, serial string) bool {
+	for _, d := range w.sim.Disks.Disks(infraNS, vm) {
+		if serial != "" && strings.HasPrefix(serial, d.Serial) {
+			return true
+		}
+	}
+	return false
 }
 
 // node is the real node named name.

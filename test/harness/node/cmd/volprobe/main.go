@@ -2,7 +2,9 @@
 // writes a file on a mounted volume (volprobe fs <dir> <text>) or bytes at the start of a raw
 // block device (volprobe block <device> <text>), syncs, reads them back and prints one line
 // ("ok fs <path> <filesystem> <text>" or "ok block <device> <size> <text>") to its log, which
-// the kubelet writes on the node. Then it stays running, as the workload would, until SIGTERM.
+// the kubelet writes on the node; volprobe read <dir> - prints what an earlier pod wrote there
+// ("ok read <path> <filesystem> <text>"). Then it stays running, as a workload would, until
+// SIGTERM.
 package main
 
 import (
@@ -29,7 +31,7 @@ func main() {
 
 func probe(args []string) (string, error) {
 	if len(args) != 3 {
-		return "", errors.New("usage: volprobe fs <dir> <text> | volprobe block <device> <text>")
+		return "", errors.New("usage: volprobe fs <dir> <text> | volprobe read <dir> - | volprobe block <device> <text>")
 	}
 	mode, target, text := args[0], args[1], []byte(args[2])
 	switch mode {
@@ -47,6 +49,17 @@ func probe(args []string) (string, error) {
 			return "", fmt.Errorf("statfs %s: %w", target, err)
 		}
 		return fmt.Sprintf("ok fs %s %s %s", path, fsName(st.Type), text), nil
+	case "read":
+		path := filepath.Join(target, "volprobe.txt")
+		got, err := os.ReadFile(path)
+		if err != nil {
+			return "", err
+		}
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(target, &st); err != nil {
+			return "", fmt.Errorf("statfs %s: %w", target, err)
+		}
+		return fmt.Sprintf("ok read %s %s %s", path, fsName(st.Type), got), nil
 	case "block":
 		if err := writeSync(target, text, os.O_WRONLY); err != nil {
 			return "", err
