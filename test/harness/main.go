@@ -2,7 +2,9 @@ package harness
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -31,6 +33,7 @@ func MainWith(m *testing.M, env **Env, setup Setup) int {
 
 // MainWithOptions is MainWith with the clusters started with opts.
 func MainWithOptions(m *testing.M, env **Env, opts Options, setup Setup) int {
+	klogToTestOutput()
 	// Simulators and in-process components run controller-runtime, which logs through its
 	// own logger: klog's, as the programs set it (pkg/cli).
 	ctrllog.SetLogger(klog.NewKlogr())
@@ -82,4 +85,28 @@ func MainWithOptions(m *testing.M, env **Env, opts Options, setup Setup) int {
 		}
 	}
 	return code
+}
+
+// klogToTestOutput fixes klog's output stream now, before any goroutine logs. Under go test
+// -json (make test), testing.M.Run replaces os.Stderr with os.Stdout (go.dev/issue/33419);
+// klog writing "to stderr" reads that variable on every line, so the simulators' and
+// controllers' goroutines started by setup, before m.Run, raced with it (seen under -race in
+// test/e2e/deploy: "race detected outside of test execution"). klog now writes to the stream
+// testing would have chosen, held in its own variable.
+func klogToTestOutput() {
+	if !flag.Parsed() {
+		flag.Parse() // testing.M.Run parses only if nobody did
+	}
+	out := io.Writer(os.Stderr)
+	if v := flag.Lookup("test.v"); v != nil && v.Value.String() == "test2json" {
+		out = os.Stdout
+	}
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	for name, value := range map[string]string{"logtostderr": "false", "one_output": "true", "stderrthreshold": "FATAL"} {
+		if err := fs.Set(name, value); err != nil {
+			panic(fmt.Sprintf("klog flag %s: %v", name, err))
+		}
+	}
+	klog.SetOutput(out)
 }
