@@ -157,21 +157,46 @@ func inPrefix(cidr string) func(netip.Addr) bool {
 // waitEvent waits for an Event of reason on the tenant object and returns its message.
 func (s *suite) waitEvent(t testing.TB, obj client.Object, reason string) string {
 	t.Helper()
+	return s.waitEventContaining(t, obj, reason)
+}
+
+// waitEventContaining waits for an Event of reason on the tenant object whose message holds
+// every one of parts. An Event the ccm wrote before its caches caught up (a Node the test just
+// created is "no such node" until the ccm's informer has it) is followed by one written when
+// the change reaches it; waiting for the first Event of the reason would see only the former.
+func (s *suite) waitEventContaining(t testing.TB, obj client.Object, reason string, parts ...string) string {
+	t.Helper()
 	var msg string
-	s.eventually(t, fmt.Sprintf("%s event on %s", reason, obj.GetName()), func() (bool, error) {
+	what := fmt.Sprintf("%s event on %s", reason, obj.GetName())
+	if len(parts) > 0 {
+		what += fmt.Sprintf(" saying %q", parts)
+	}
+	s.eventually(t, what, func() (bool, error) {
 		var events corev1.EventList
 		if err := s.tenant.List(s.ctx, &events, client.InNamespace(obj.GetNamespace())); err != nil {
 			return false, err
 		}
 		for _, e := range events.Items {
-			if e.InvolvedObject.Name == obj.GetName() && e.InvolvedObject.UID == obj.GetUID() && e.Reason == reason {
-				msg = e.Message
+			if e.InvolvedObject.Name != obj.GetName() || e.InvolvedObject.UID != obj.GetUID() || e.Reason != reason {
+				continue
+			}
+			msg = e.Message
+			if containsAll(e.Message, parts) {
 				return true, nil
 			}
 		}
 		return false, nil
 	})
 	return msg
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
 }
 
 // waitInfraEvent waits for an Event of reason on the infra object (written by MetalLB).
