@@ -44,14 +44,9 @@ func TestMain(m *testing.M) {
 	os.Exit(harness.MainWith(m, &env, setup))
 }
 
-// requireDisks skips without loop devices, except in CI, where the suite must run.
+// requireDisks skips without loop devices, or fails where the disks are required
+// (TENANTCLOUD_REQUIRE, set in CI).
 func requireDisks(t *testing.T) {
 	t.Helper()
-	if disksErr == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("simulated guest disks unavailable in CI: %v", disksErr)
-	}
-	t.Skipf("simulated guest disks unavailable: %v", disksErr)
+	harness.Require(t, harness.NeedDisks, disksErr)
 }
