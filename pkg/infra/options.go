@@ -48,6 +48,10 @@ func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error
 		DefaultNamespaces:    map[string]cache.Config{scope.Namespace: {}},
 		DefaultLabelSelector: scope.ClusterSelector(),
 		ByObject:             byObject,
+		// managedFields are most of a stored object's size once several writers touched it
+		// (a VMI's status writers, for one) and nothing here reads them. Writes are unaffected:
+		// an Update or patch without managedFields leaves the server's as they are.
+		DefaultTransform: cache.TransformStripManagedFields(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building infra cache for namespace %s: %w", scope.Namespace, err)
