@@ -127,6 +127,11 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 	}
 	klog.InfoS("Loaded config", "program", name, "version", version.Version,
 		"cluster", cfg.ClusterName, "namespace", cfg.InfraNamespace)
+	if soft, err := applyMemoryLimit(cgroupRoot, os.Getenv); err != nil {
+		klog.ErrorS(err, "Running without a Go memory limit")
+	} else if soft > 0 {
+		klog.InfoS("Go memory limit from the container's", "GOMEMLIMIT", soft)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
