@@ -87,7 +87,7 @@ func setup(e *harness.Env) (func() error, error) {
 	case disks.Supported() != nil:
 		need, unsupported = harness.NeedDisks, disks.Supported()
 	}
-	for _, b := range []string{"helm", "imagebuild", "csi-provisioner", "csi-attacher"} {
+	for _, b := range []string{"helm", "imagebuild", "csi-provisioner", "csi-attacher", "csi-resizer"} {
 		if _, err := os.Stat(filepath.Join(e.Assets.BinDir, b)); unsupported == nil && err != nil {
 			need, unsupported = harness.NeedBin, fmt.Errorf("bin/%s: run make bin and make images: %w", b, err)
 		}
@@ -237,8 +237,8 @@ func (w *world) startRegistry(ctx context.Context, e *harness.Env) error {
 }
 
 // startManagementSide runs the ccm (it initialises the real Nodes from their VMs), csi-controller
-// for the tenant and the real external-provisioner and external-attacher beside it with the
-// management chart's flags.
+// for the tenant and the real external-provisioner, external-attacher and external-resizer
+// beside it with the management chart's flags.
 func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 	cfg, err := yaml.Marshal(map[string]any{"clusterName": cluster, "infraNamespace": infraNS,
 		"infraKubeconfig": e.Management.Kubeconfig, "tenantKubeconfig": e.Tenant.Kubeconfig})
@@ -269,6 +269,7 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 	}{
 		{"csi-provisioner", []string{"--extra-create-metadata=true", "--default-fstype=ext4", "--feature-gates=Topology=false"}},
 		{"csi-attacher", nil},
+		{"csi-resizer", []string{"--handle-volume-inuse-error=false"}},
 	} {
 		// As deploy/charts/tenantcloud/templates/csi-controller.yaml renders them.
 		args := append([]string{"--csi-address=" + socket, "--kubeconfig=" + e.Tenant.Kubeconfig,

@@ -34,18 +34,8 @@ func TestVolumeWritten(t *testing.T) {
 	w := requireWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	tc := env.Tenant.Client
-	xfs := &storagev1.StorageClass{
-		ObjectMeta:    metav1.ObjectMeta{Name: "tenantcloud-xfs"},
-		Provisioner:   tccsi.DriverName,
-		Parameters:    map[string]string{"infraStorageClassName": fixture.StorageClass, "csi.storage.k8s.io/fstype": "xfs"},
-		ReclaimPolicy: ptr.To(corev1.PersistentVolumeReclaimDelete), AllowVolumeExpansion: ptr.To(true),
-		VolumeBindingMode: ptr.To(storagev1.VolumeBindingWaitForFirstConsumer),
-	}
-	if err := tc.Create(ctx, xfs); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tc.Delete(context.Background(), xfs) })
+	xfs := xfsClass("tenantcloud-xfs")
+	create(t, ctx, xfs)
 	ns := userNamespace(t, ctx, "story1")
 	for _, tcase := range []struct {
 		name, class string
@@ -85,6 +75,18 @@ func TestVolumeWritten(t *testing.T) {
 				t.Errorf("PV %s: attached serial %q; disks of VM %s: %v", pv, serial, n.Name, w.sim.Disks.Disks(infraNS, n.Name))
 			}
 		})
+	}
+}
+
+// xfsClass is a StorageClass a user writes for xfs volumes of the tenant's infra class.
+func xfsClass(name string) *storagev1.StorageClass {
+	return &storagev1.StorageClass{
+		ObjectMeta:           metav1.ObjectMeta{Name: name},
+		Provisioner:          tccsi.DriverName,
+		Parameters:           map[string]string{"infraStorageClassName": fixture.StorageClass, "csi.storage.k8s.io/fstype": "xfs"},
+		ReclaimPolicy:        ptr.To(corev1.PersistentVolumeReclaimDelete),
+		AllowVolumeExpansion: ptr.To(true),
+		VolumeBindingMode:    ptr.To(storagev1.VolumeBindingWaitForFirstConsumer),
 	}
 }
 
