@@ -105,6 +105,13 @@ type Storage struct {
 	// VolumeMode is the volume mode of the infra DataVolumes; defaults to Block (RWX Block is
 	// what live migration needs).
 	VolumeMode VolumeMode `json:"volumeMode,omitempty"`
+	// RetainDataVolumes keeps the tenant's DataVolumes when its Cluster API Cluster is
+	// deleted: they are created without the owner reference to the Cluster that every other
+	// infra object tenantcloud creates carries, so the garbage collector leaves them (the data
+	// is the tenant's; delete them by the cluster-name label once it is saved). Default false:
+	// the DataVolumes go with the Cluster, and existing ones without the reference get it on
+	// their next ControllerPublishVolume.
+	RetainDataVolumes bool `json:"retainDataVolumes,omitempty"`
 }
 
 // Autoscaling configures which MachineDeployments are exposed as node groups.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,9 @@ type Client struct {
 	// live reads straight from the API: for the few decisions that must not rest on a cache
 	// that may lag behind another replica's writes.
 	live client.Reader
+	// clusterSeen is set once the tenant's Cluster has been read: its absence afterwards means
+	// the tenant was deleted (ClusterOwnerReference).
+	clusterSeen atomic.Bool
 }
 
 // New builds a Client for scope against the management apiserver at cfg. Call Start (or run

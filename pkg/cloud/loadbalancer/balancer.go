@@ -221,6 +221,13 @@ func (b *Balancer) ensureInfra(ctx context.Context, svc *corev1.Service) (*corev
 		return nil, refuse(ReasonNameTaken, "infra Service %s stands for another Service", desired.Name)
 	}
 	merged, changed := Merge(existing, desired)
+	// An infra Service created before they were owned by the tenant's Cluster (or adopted from
+	// the upstream ccm) gets the owner reference now.
+	owned, err := b.infra.AddClusterOwner(ctx, merged)
+	if err != nil {
+		return nil, fmt.Errorf("infra Service %s/%s: %w", merged.Namespace, merged.Name, err)
+	}
+	changed = changed || owned
 	result := existing
 	if changed {
 		if err := b.infra.Client().Update(ctx, merged); err != nil {
@@ -247,6 +254,11 @@ func (b *Balancer) create(ctx context.Context, svc, desired *corev1.Service) (*c
 			b.waiting[keyOf(svc)] = true
 			return nil, refuse(ReasonQuotaExceeded, "this cluster may have at most %d load balancers (config loadBalancer.maxServices) and has %d", b.maxServices, n)
 		}
+	}
+	// Owned by the tenant's Cluster, so the management cluster's garbage collector removes
+	// it (and, through their owner reference to it, its EndpointSlices) with the Cluster.
+	if _, err := b.infra.AddClusterOwner(ctx, desired); err != nil {
+		return nil, fmt.Errorf("infra Service %s/%s: %w", desired.Namespace, desired.Name, err)
 	}
 	if err := b.infra.Client().Create(ctx, desired); err != nil {
 		if apierrors.IsAlreadyExists(err) {

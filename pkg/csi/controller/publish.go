@@ -60,6 +60,7 @@ func (s *Server) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 	if v.terminating() || !v.succeeded() {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %q is not ready to be published (%s)", id, describeDataVolume(v.dv))
 	}
+	s.ensureClusterOwner(ctx, v.dv)
 	if singleAttach(v.accessModes) {
 		att, err := s.attachments(ctx)
 		if err != nil {

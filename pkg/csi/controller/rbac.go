@@ -7,7 +7,8 @@ import rbacv1 "k8s.io/api/rbac/v1"
 // VMs or VMIs themselves (virt-api writes them for the addvolume/removevolume subresources).
 // test/e2e/csicontroller runs the real binary bound to exactly these rules. /readyz (Probe) is
 // readable by every authenticated user through the default system:public-info-viewer role.
-// Typed objects are read from the informer cache only (list/watch, never a live get);
+// Typed objects are read from the informer cache only (list/watch, never a live get; the
+// Cluster is the exception, see infra.ClusterOwnerReference);
 // test/e2e/deploy removes each verb in turn and names the scenario that then fails.
 func InfraRBACRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
@@ -29,6 +30,10 @@ func InfraRBACRules() []rbacv1.PolicyRule {
 		// Snapshots (only used when a VolumeSnapshotClass is granted).
 		{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshots"},
 			Verbs: []string{"get", "list", "watch", "create", "delete"}},
+		// The tenant's Cluster, read live for the owner reference DataVolumes and
+		// VolumeSnapshots carry so the garbage collector removes them with it.
+		{APIGroups: []string{"cluster.x-k8s.io"}, Resources: []string{"clusters"},
+			Verbs: []string{"get"}},
 		// Events on DataVolumes (Published, Unpublished, Expanded, PublishTimeout).
 		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"},
 			Verbs: []string{"create", "patch"}},

@@ -211,6 +211,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	s.synced.Store(true)
+	go s.ownDataVolumes(ctx)
 	// Its own context, ended after Shutdown has drained the queue, so pending Events are
 	// still written when ctx ends.
 	recCtx, recCancel := context.WithCancel(context.WithoutCancel(ctx))

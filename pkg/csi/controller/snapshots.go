@@ -145,7 +145,11 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		if src.terminating() || !src.succeeded() {
 			return nil, status.Errorf(codes.FailedPrecondition, "snapshot %q: source volume %q is not ready (%s)", name, srcID, describeDataVolume(src.dv))
 		}
-		err = s.infra.Client().Create(ctx, s.newVolumeSnapshot(id, name, class, src))
+		vs := s.newVolumeSnapshot(id, name, class, src)
+		if err := s.addClusterOwner(ctx, vs, "snapshot %q: owner reference for VolumeSnapshot %s/%s", name, s.scope.Namespace, id); err != nil {
+			return nil, err
+		}
+		err = s.infra.Client().Create(ctx, vs)
 		if apierrors.IsAlreadyExists(err) && attempt == 0 {
 			if err := s.waitSnapshotCached(ctx, id); err != nil {
 				return nil, err

@@ -209,6 +209,11 @@ func (s *Server) createWithinQuota(ctx context.Context, dv *cdiv1.DataVolume) er
 	if err := checkQuota(u, 1, size, s.opts.Storage); err != nil {
 		return status.Errorf(codes.ResourceExhausted, "volume %q: %v", dv.Annotations[AnnVolumeName], err)
 	}
+	if !s.opts.Storage.RetainDataVolumes {
+		if err := s.addClusterOwner(ctx, dv, "volume %q: owner reference for DataVolume %s/%s", dv.Annotations[AnnVolumeName], dv.Namespace, dv.Name); err != nil {
+			return err
+		}
+	}
 	if err := s.infra.Client().Create(ctx, dv); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return err

@@ -197,6 +197,8 @@ func (s *suite) credentials(t testing.TB) [2]string {
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: append(all, "create", "update", "patch", "delete")},
 			{APIGroups: []string{"kubevirt.io"}, Resources: []string{"virtualmachines", "virtualmachineinstances"}, Verbs: all},
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: all},
+			// The Cluster, for the infra Services' owner reference to it.
+			{APIGroups: []string{"cluster.x-k8s.io"}, Resources: []string{"clusters"}, Verbs: []string{"get"}},
 		},
 	})
 	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: infraUser}}

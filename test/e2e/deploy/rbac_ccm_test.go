@@ -156,6 +156,13 @@ func TestCCMChartRBAC(t *testing.T) {
 				return tenantEvent(ctx, svc, loadbalancer.ReasonIPAssigned)
 			})
 		}},
+		{"infra Service owned by the tenant's Cluster (garbage-collected with it)", func(ctx context.Context, c *component) error {
+			name, err := loadbalancer.InfraServiceName(svc.UID)
+			if err != nil {
+				return err
+			}
+			return ownedByCluster(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ccmInfraNS, Name: name}})
+		}},
 		{"ETP=Local endpoints mirrored to infra EndpointSlices", func(ctx context.Context, c *component) error {
 			if err := updateService(ctx, svc, func(s *corev1.Service) {
 				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal

@@ -21,12 +21,14 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"kubevirt.io/client-go/kubevirt"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
+	"github.com/tenantcloud/tenantcloud/test/sim/capi"
 	"github.com/tenantcloud/tenantcloud/test/sim/cdi"
 )
 
@@ -49,6 +51,7 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 	createNamespace(t, ctx, mgmt, ns)
 	ensureStorageClasses(t, ctx, mgmt)
 	must(t, fixture.CreateRunningVM(ctx, mgmt, ns, simCluster, vm, ""))
+	must(t, mgmt.Create(ctx, capi.NewCluster(ns, simCluster)))
 
 	objs := render(t, "tenantcloud", ns,
 		"clusterName="+simCluster,
@@ -116,6 +119,9 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 				VolumeCapabilities: []*csi.VolumeCapability{rwo}, CapacityRange: &csi.CapacityRange{RequiredBytes: 16 << 20}})
 			vol = rsp.GetVolume().GetVolumeId()
 			return c.check("CreateVolume", err)
+		}},
+		{"DataVolume owned by the tenant's Cluster (garbage-collected with it)", func(ctx context.Context, c *component) error {
+			return ownedByCluster(ctx, &cdiv1.DataVolume{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: vol}})
 		}},
 		{"ControllerPublishVolume", func(ctx context.Context, c *component) error {
 			_, err := cc.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{VolumeId: vol, NodeId: vm, VolumeCapability: rwo})
@@ -202,6 +208,24 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 		}},
 	}
 	p.run(t, ctx)
+}
+
+// ownedByCluster checks, as admin, that obj carries an owner reference to this incarnation of
+// the simulator's Cluster in its namespace.
+func ownedByCluster(ctx context.Context, obj client.Object) error {
+	c := env.Management.Client
+	cl := &clusterv1.Cluster{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: simCluster}, cl); err != nil {
+		return fmt.Errorf("%w: the Cluster: %w", errSetup, err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return err
+	}
+	want := *infra.ClusterOwner(cl.Name, cl.UID)
+	if !slices.Contains(obj.GetOwnerReferences(), want) {
+		return fmt.Errorf("%T %s: owner references %v, want %v", obj, client.ObjectKeyFromObject(obj), obj.GetOwnerReferences(), want)
+	}
+	return nil
 }
 
 // vmiVolumeReady reports whether the VMI's volume is attached (volumeStatus phase Ready).
