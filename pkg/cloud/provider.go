@@ -6,10 +6,12 @@ import (
 	"io"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
@@ -144,6 +146,7 @@ func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 		klog.ErrorS(nil, "SetInformers called before Initialize; load balancer controllers not started")
 		return
 	}
+	stripManagedFields(factory)
 	client, err := p.builder.Client(userAgent)
 	if err != nil {
 		klog.ErrorS(err, "Building tenant client; load balancer controllers not started")
@@ -167,6 +170,30 @@ func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 	if err := p.lb.Start(p.ctx, loadbalancer.Tenant{Client: client, Recorder: recorder, Informers: factory}); err != nil {
 		klog.ErrorS(err, "Starting load balancer controllers")
 	}
+}
+
+// stripManagedFields drops managedFields from the tenant objects the framework's informers
+// hold for the load balancer and the upstream node and service controllers, none of which
+// reads them; they are a large part of each Service, EndpointSlice and Node once several
+// writers touched it. The framework calls SetInformers before any controller starts the
+// informers; were one started already, it keeps its objects whole.
+func stripManagedFields(factory informers.SharedInformerFactory) {
+	for _, inf := range []toolscache.SharedIndexInformer{
+		factory.Core().V1().Services().Informer(),
+		factory.Core().V1().Nodes().Informer(),
+		factory.Discovery().V1().EndpointSlices().Informer(),
+	} {
+		if err := inf.SetTransform(withoutManagedFields); err != nil {
+			klog.ErrorS(err, "Tenant informer keeps managedFields")
+		}
+	}
+}
+
+func withoutManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.Object); ok { // tombstones pass through
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // LoadBalancer is MetalLB in the infra cluster.
