@@ -77,8 +77,8 @@ var procs = regexp.MustCompile(`-[0-9]+$`)
 // outcome is what became of one promised scenario: its result line, or why there is none.
 type outcome struct {
 	scenario
-	row    *row
-	status string // when row is nil: did not run, failed, or pending
+	rows   []row  // one per run (go test -count=N repeats a benchmark)
+	status string // without rows: did not run, failed, or pending
 }
 
 // match pairs every promised scenario with its result line; rows no scenario promises are
@@ -99,11 +99,10 @@ func match(rows []row, failures []string) (outs []outcome, extra []row) {
 		o := outcome{scenario: s, status: "did not run"}
 		for i := range rows {
 			if rows[i].pkg == s.pkg && procs.ReplaceAllString(rows[i].name, "") == s.name {
-				o.row, used[i] = &rows[i], true
-				break
+				o.rows, used[i] = append(o.rows, rows[i]), true
 			}
 		}
-		if o.row == nil {
+		if len(o.rows) == 0 {
 			for name := range failed {
 				if name == s.name || strings.HasPrefix(s.name, name+"/") {
 					o.status = "failed (see Failures)"
@@ -126,14 +125,18 @@ func match(rows []row, failures []string) (outs []outcome, extra []row) {
 	return outs, extra
 }
 
-// check returns the figure a goal bounds in row r (the largest matching metric, named) and
-// whether it meets the goal; without a figure it says why.
-func check(g goal, r *row) (figure string, ok bool) {
-	if r == nil {
+// check returns the figure a goal bounds in a scenario's runs (the largest matching metric of
+// any run, named) and whether it meets the goal; without a figure it says why.
+func check(g goal, runs []row) (figure string, ok bool) {
+	if len(runs) == 0 {
 		return "—", false
 	}
+	var metrics []string
+	for _, r := range runs {
+		metrics = append(metrics, r.metrics...)
+	}
 	found, worst, name := false, 0.0, ""
-	for _, m := range r.metrics {
+	for _, m := range metrics {
 		value, unit, _ := strings.Cut(m, " ")
 		if !g.metric.MatchString(unit) {
 			continue
@@ -170,14 +173,14 @@ func write(w io.Writer, rows []row, failures []string, now time.Time) {
 	for _, o := range outs {
 		if len(o.goals) == 0 {
 			state := "ran (no goal)"
-			if o.row == nil {
+			if len(o.rows) == 0 {
 				state = o.status
 			}
 			fmt.Fprintf(w, "| %s | — | %s | |\n", o.name, state)
 		}
 		for _, g := range o.goals {
-			figure, ok := check(g, o.row)
-			if o.row == nil {
+			figure, ok := check(g, o.rows)
+			if len(o.rows) == 0 {
 				figure = o.status
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", o.name, g.text, figure, mark(ok))
@@ -185,11 +188,12 @@ func write(w io.Writer, rows []row, failures []string, now time.Time) {
 	}
 	fmt.Fprintln(w, "\n## Figures\n\n| package | scenario | runs | results |\n|---|---|---|---|")
 	for _, o := range outs {
-		if o.row == nil {
+		if len(o.rows) == 0 {
 			fmt.Fprintf(w, "| %s | %s | — | %s |\n", o.pkg, o.name, o.status)
-			continue
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", o.row.pkg, o.row.name, o.row.iterations, strings.Join(o.row.metrics, " · "))
+		for _, r := range o.rows {
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.pkg, r.name, r.iterations, strings.Join(r.metrics, " · "))
+		}
 	}
 	for _, r := range extra {
 		fmt.Fprintf(w, "| %s | %s | %s | %s (not in bench/README.md) |\n", r.pkg, r.name, r.iterations, strings.Join(r.metrics, " · "))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -95,11 +96,11 @@ func TestGoals(t *testing.T) {
 		{name: "no row", goal: atMost("", "x", 1), nilRow: true, figure: "—"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &row{metrics: tc.metrics}
+			runs := []row{{metrics: tc.metrics}}
 			if tc.nilRow {
-				r = nil
+				runs = nil
 			}
-			figure, ok := check(tc.goal, r)
+			figure, ok := check(tc.goal, runs)
 			if figure != tc.figure || ok != tc.ok {
 				t.Errorf("check = %q, %v; want %q, %v", figure, ok, tc.figure, tc.ok)
 			}
@@ -107,9 +108,18 @@ func TestGoals(t *testing.T) {
 	}
 }
 
+// TestRepeatedRuns: with go test -count=N every run is shown and the worst decides a goal.
+func TestRepeatedRuns(t *testing.T) {
+	runs := []row{{metrics: []string{"18 csi-node-rss-MB"}}, {metrics: []string{"22.5 csi-node-rss-MB"}}, {metrics: []string{"19 csi-node-rss-MB"}}}
+	if figure, ok := check(atMost("", "csi-node-rss-MB", 20), runs); figure != "22.5 csi-node-rss-MB" || ok {
+		t.Errorf("check = %q, %v; want the worst run, ✗", figure, ok)
+	}
+}
+
 func TestMatch(t *testing.T) {
 	rows := []row{
 		{pkg: "test/e2e/ccm", name: "LBPropagation/services=100-2", iterations: "20"},
+		{pkg: "test/e2e/ccm", name: "LBPropagation/services=100-2", iterations: "20"}, // -count=2
 		{pkg: "test/e2e/ccm", name: "Unpromised-2", iterations: "1"},
 		// Same name in another package is not the promised scenario.
 		{pkg: "pkg/other", name: "IdleRSS-2", iterations: "1"},
@@ -122,14 +132,14 @@ func TestMatch(t *testing.T) {
 	outs, extra := match(rows, failures)
 	status := map[string]string{}
 	for _, o := range outs {
-		if o.row != nil {
-			status[o.name] = "ran " + o.row.name
+		if len(o.rows) > 0 {
+			status[o.name] = fmt.Sprintf("ran %s ×%d", o.rows[0].name, len(o.rows))
 		} else {
 			status[o.name] = o.status
 		}
 	}
 	for name, want := range map[string]string{
-		"LBPropagation/services=100":  "ran LBPropagation/services=100-2",
+		"LBPropagation/services=100":  "ran LBPropagation/services=100-2 ×2",
 		"LBPropagation/services=1000": "failed (see Failures)",
 		"CCMFailover":                 "failed (see Failures)", // its package failed
 		"IdleRSS":                     "did not run",
