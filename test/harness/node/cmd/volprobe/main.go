@@ -3,7 +3,9 @@
 // block device (volprobe block <device> <text>), syncs, reads them back and prints one line
 // ("ok fs <path> <filesystem> <text>" or "ok block <device> <size> <text>") to its log, which
 // the kubelet writes on the node; volprobe read <dir> - prints what an earlier pod wrote there
-// ("ok read <path> <filesystem> <text>"). Then it stays running, as a workload would, until
+// ("ok read <path> <filesystem> <text>"), and volprobe readblock <device> <n> the first n bytes an
+// earlier (or another node's) pod wrote to the device ("ok readblock <device> <size> <text>").
+// Then it stays running, as a workload would, until
 // SIGTERM.
 package main
 
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 )
 
@@ -31,7 +34,7 @@ func main() {
 
 func probe(args []string) (string, error) {
 	if len(args) != 3 {
-		return "", errors.New("usage: volprobe fs <dir> <text> | volprobe read <dir> - | volprobe block <device> <text>")
+		return "", errors.New("usage: volprobe fs <dir> <text> | volprobe read <dir> - | volprobe block <device> <text> | volprobe readblock <device> <n>")
 	}
 	mode, target, text := args[0], args[1], []byte(args[2])
 	switch mode {
@@ -78,6 +81,25 @@ func probe(args []string) (string, error) {
 			return "", err
 		}
 		return fmt.Sprintf("ok block %s %d %s", target, size, text), nil
+	case "readblock":
+		n, err := strconv.Atoi(string(text))
+		if err != nil || n <= 0 {
+			return "", fmt.Errorf("readblock: byte count %q: %v", text, err)
+		}
+		f, err := os.Open(target)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		got := make([]byte, n)
+		if _, err := f.ReadAt(got, 0); err != nil {
+			return "", fmt.Errorf("reading %d bytes of %s: %w", n, target, err)
+		}
+		size, err := f.Seek(0, 2)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("ok readblock %s %d %s", target, size, got), nil
 	}
 	return "", fmt.Errorf("unknown mode %q", mode)
 }
