@@ -93,7 +93,7 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (s *Sim, err err
 	if err := hotplug.Setup(mgr, hotplug.Options{Disks: s.Disks, PhaseDelay: opts.PhaseDelay, Faults: opts.Faults}); err != nil {
 		return s, fmt.Errorf("hotplug simulator: %w", err)
 	}
-	if err := cdi.Setup(ctx, mgr, cdi.Options{PhaseDelay: opts.PhaseDelay, ResizeDelay: opts.PhaseDelay, Faults: opts.Faults}); err != nil {
+	if err := cdi.Setup(ctx, mgr, cdi.Options{PhaseDelay: opts.PhaseDelay, ResizeDelay: opts.PhaseDelay, Faults: opts.Faults, Disks: s.Disks}); err != nil {
 		return s, fmt.Errorf("cdi simulator: %w", err)
 	}
 	if err := capi.Setup(ctx, mgr, capi.Options{

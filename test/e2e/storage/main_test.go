@@ -2,8 +2,9 @@
 // with the real helm, csi-node running as a DaemonSet pod from its image (pulled from a loopback
 // registry) on real nodes (test/harness/node: kubelet, containerd, kube-proxy), each standing
 // for a simulated VM, the real kube-controller-manager (attach-detach, PV binder, DaemonSets),
-// kube-scheduler and ccm, and csi-controller beside the real external-provisioner and
-// external-attacher. Tests only create what a user creates — StorageClasses, PVCs, Pods — and
+// kube-scheduler and ccm, csi-controller beside the real external-provisioner,
+// external-attacher, external-resizer and csi-snapshotter, and the tenant's snapshot-controller.
+// Tests only create what a user creates — StorageClasses, PVCs, Pods, VolumeSnapshots — and
 // check outcomes inside the pods and in the management cluster.
 package storage
 
@@ -87,7 +88,7 @@ func setup(e *harness.Env) (func() error, error) {
 	case disks.Supported() != nil:
 		need, unsupported = harness.NeedDisks, disks.Supported()
 	}
-	for _, b := range []string{"helm", "imagebuild", "csi-provisioner", "csi-attacher", "csi-resizer"} {
+	for _, b := range []string{"helm", "imagebuild", "csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter", "snapshot-controller"} {
 		if _, err := os.Stat(filepath.Join(e.Assets.BinDir, b)); unsupported == nil && err != nil {
 			need, unsupported = harness.NeedBin, fmt.Errorf("bin/%s: run make bin and make images: %w", b, err)
 		}
@@ -237,8 +238,9 @@ func (w *world) startRegistry(ctx context.Context, e *harness.Env) error {
 }
 
 // startManagementSide runs the ccm (it initialises the real Nodes from their VMs), csi-controller
-// for the tenant and the real external-provisioner, external-attacher and external-resizer
-// beside it with the management chart's flags.
+// for the tenant and the real external-provisioner, external-attacher, external-resizer and
+// csi-snapshotter beside it with the management chart's flags, and the tenant's
+// snapshot-controller.
 func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 	cfg, err := yaml.Marshal(map[string]any{"clusterName": cluster, "infraNamespace": infraNS,
 		"infraKubeconfig": e.Management.Kubeconfig, "tenantKubeconfig": e.Tenant.Kubeconfig})
@@ -270,6 +272,7 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 		{"csi-provisioner", []string{"--extra-create-metadata=true", "--default-fstype=ext4", "--feature-gates=Topology=false"}},
 		{"csi-attacher", nil},
 		{"csi-resizer", []string{"--handle-volume-inuse-error=false"}},
+		{"csi-snapshotter", nil},
 	} {
 		// As deploy/charts/tenantcloud/templates/csi-controller.yaml renders them.
 		args := append([]string{"--csi-address=" + socket, "--kubeconfig=" + e.Tenant.Kubeconfig,
@@ -280,6 +283,14 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 		}
 		w.procs = append(w.procs, p)
 	}
+	// The tenant's own snapshot-controller (one per cluster, no CSI socket), as a tenant
+	// cluster that takes snapshots runs it.
+	snapCtl, err := harness.StartBinary("snapshot-controller", filepath.Join(e.Assets.BinDir, "snapshot-controller"), filepath.Join(w.dir, "snapshot-controller.log"),
+		"--kubeconfig="+e.Tenant.Kubeconfig, "--leader-election", "--leader-election-namespace=kube-system", "--v=4")
+	if err != nil {
+		return err
+	}
+	w.procs = append(w.procs, snapCtl)
 	return nil
 }
 

@@ -140,6 +140,11 @@ func (s *sim) advance(ctx context.Context, dv *cdiv1.DataVolume, pvc *corev1.Per
 			return res, err
 		}
 	}
+	if next == cdiv1.Succeeded {
+		if err := s.copyData(ctx, dv, op); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	s.clock.done(dv.UID, string(next))
 	log := klog.FromContext(ctx)
 	log.V(2).Info("DataVolume phase", "from", dv.Status.Phase, "to", next)
@@ -238,4 +243,22 @@ func (s *sim) class(ctx context.Context, name *string) (*storagev1.StorageClass,
 		return nil, fmt.Errorf("getting StorageClass %s: %w", *name, err)
 	}
 	return sc, nil
+}
+
+// copyData gives a cloned or restored claim its source's bytes (with Options.Disks): the source
+// claim's, or those its snapshot kept. The claim is named after the DataVolume.
+func (s *sim) copyData(ctx context.Context, dv *cdiv1.DataVolume, op operation) error {
+	d := s.opts.Disks
+	if d == nil || (op != opClonePVC && op != opCloneSnapshot) {
+		return nil
+	}
+	ns, name := cloneSource(dv)
+	src := d.BackingFile(ns, name)
+	if op == opCloneSnapshot {
+		src = d.SnapshotFile(ns, name)
+	}
+	if err := d.Copy(ctx, src, d.BackingFile(dv.Namespace, dv.Name)); err != nil {
+		return fmt.Errorf("DataVolume %s/%s: %w", dv.Namespace, dv.Name, err)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/tenantcloud/tenantcloud/test/sim/disks"
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
 )
 
@@ -50,6 +51,9 @@ type Options struct {
 	// ResizeDelay is the time ControllerExpandVolume (and, for Filesystem claims in use by a
 	// scheduled pod, the node expansion) takes.
 	ResizeDelay time.Duration
+	// Disks, if not nil, holds the volumes' data (test/sim/disks): snapshots and clones copy
+	// it, so a restored or cloned disk holds its source's bytes.
+	Disks *disks.Manager
 }
 
 // sim is the state the simulator's controllers share.

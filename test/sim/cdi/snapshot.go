@@ -208,6 +208,12 @@ func (s *sim) cutSnapshot(ctx context.Context, vs *volumeSnapshot) (reconcile.Re
 		}
 		return reconcile.Result{}, err
 	}
+	if s.opts.Disks != nil {
+		d := s.opts.Disks
+		if err := d.Copy(ctx, d.BackingFile(vs.GetNamespace(), vs.sourceClaim()), d.SnapshotFile(vs.GetNamespace(), vs.GetName())); err != nil {
+			return reconcile.Result{}, fmt.Errorf("cutting snapshot %s/%s: %w", vs.GetNamespace(), vs.GetName(), err)
+		}
+	}
 	size := pv.Spec.Capacity.Storage().Value()
 	now := time.Now()
 	if err := s.writeStatus(ctx, content, func() bool {
@@ -277,6 +283,11 @@ func (s *sim) deleteSnapshot(ctx context.Context, vs *volumeSnapshot) error {
 			}
 		case !apierrors.IsNotFound(err):
 			return fmt.Errorf("getting VolumeSnapshotContent %s: %w", name, err)
+		}
+	}
+	if s.opts.Disks != nil {
+		if err := s.opts.Disks.DeleteSnapshot(vs.GetNamespace(), vs.GetName()); err != nil {
+			return err
 		}
 	}
 	s.clock.forget(vs.GetUID())

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,5 +345,53 @@ func TestReapOrphansReleasesDevicesOfDeadOwner(t *testing.T) {
 	}
 	if got := loopBackingFile(t, live); got != m.BackingFile("ns", "live") {
 		t.Fatalf("live device %s was reaped (backing %q)", live, got)
+	}
+}
+
+// Copy is a snapshot's or clone's data: the source's bytes, sparse; a retried copy keeps what
+// the copy holds by then, and a never-written source gives no file (an empty disk).
+func TestCopyIsSparseAndKeepsAnExistingCopy(t *testing.T) {
+	m := newManager(t)
+	ctx := ctxT(t)
+	src := m.BackingFile("ns", "origin")
+	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(src, []byte("origin-bytes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(src, 64*mib); err != nil {
+		t.Fatal(err)
+	}
+	snap := m.SnapshotFile("ns", "snap")
+	if err := m.Copy(ctx, src, snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(src, []byte("changed-late"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Copy(ctx, src, snap); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(snap)
+	if err != nil || len(got) != 64*mib || string(got[:12]) != "origin-bytes" {
+		t.Fatalf("snapshot holds %d bytes starting %q (%v), want 64 MiB starting \"origin-bytes\"", len(got), got[:min(12, len(got))], err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(snap, &st); err != nil || st.Blocks*512 >= mib {
+		t.Errorf("snapshot allocates %d bytes (%v), want it sparse", st.Blocks*512, err)
+	}
+	empty := m.BackingFile("ns", "from-nothing")
+	if err := m.Copy(ctx, m.BackingFile("ns", "never-written"), empty); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(empty); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("copy of a never-written disk: stat %v, want no file", err)
+	}
+	if err := m.DeleteSnapshot("ns", "snap"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(snap); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("deleted snapshot: stat %v, want no file", err)
 	}
 }
