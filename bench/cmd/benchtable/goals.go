@@ -75,6 +75,7 @@ var scenarios = []scenario{
 		atMost("idle: 0 requests", "idle-calls/min", 0),
 		atMost("csi-controller RSS ≤ 40 MB", "csi-controller-rss-MB", controlPlaneMB),
 	}},
+	{pkg: "test/e2e/storage", name: "PVCToPodRunning"},
 	{pkg: "test/e2e/outage", name: "CCMFailover", goals: []goal{
 		// takeoverBound in test/e2e/outage: lease duration 4 s + two jittered retry periods
 		// (2 × 2.2 s) + 1 s for the requests.

@@ -75,7 +75,7 @@ func TestMain(m *testing.M) {
 
 // requireWorld stops a test this machine cannot run: a failure where TENANTCLOUD_REQUIRE
 // demands the missing need (CI), a skip with the reason otherwise.
-func requireWorld(t *testing.T) *world {
+func requireWorld(t testing.TB) *world {
 	t.Helper()
 	harness.Require(t, need, unsupported)
 	return w

@@ -92,7 +92,7 @@ func xfsClass(name string) *storagev1.StorageClass {
 
 // userNamespace creates a namespace for a user's objects; its ServiceAccount comes from the
 // real controller. Deleted with everything in it at the end.
-func userNamespace(t *testing.T, ctx context.Context, prefix string) string {
+func userNamespace(t testing.TB, ctx context.Context, prefix string) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
 	if err := env.Tenant.Client.Create(ctx, ns); err != nil {
@@ -109,7 +109,7 @@ func userNamespace(t *testing.T, ctx context.Context, prefix string) string {
 // device /dev/xvda) that writes to it, as a user would, and waits until the claim is bound and
 // the pod runs. The pod and claim are deleted at the end of the test, and their deletion
 // awaited.
-func userVolume(t *testing.T, ctx context.Context, ns, name, class string, block bool) (*corev1.PersistentVolumeClaim, *corev1.Pod) {
+func userVolume(t testing.TB, ctx context.Context, ns, name, class string, block bool) (*corev1.PersistentVolumeClaim, *corev1.Pod) {
 	t.Helper()
 	pvc := userClaim(t, ctx, ns, name, class, block)
 	args := []string{"fs", "/data", "written-by-" + name}
@@ -121,7 +121,7 @@ func userVolume(t *testing.T, ctx context.Context, ns, name, class string, block
 }
 
 // userClaim creates a 512 MiB PVC of class, deleted (and its deletion awaited) at the end.
-func userClaim(t *testing.T, ctx context.Context, ns, name, class string, block bool) *corev1.PersistentVolumeClaim {
+func userClaim(t testing.TB, ctx context.Context, ns, name, class string, block bool) *corev1.PersistentVolumeClaim {
 	t.Helper()
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -141,7 +141,7 @@ func userClaim(t *testing.T, ctx context.Context, ns, name, class string, block 
 // userPod runs volprobe with args in a pod named name using the claim (on nodeName if set,
 // else where the scheduler puts it) and waits until the claim is bound and the pod runs. It is
 // deleted (and its deletion awaited) at the end.
-func userPod(t *testing.T, ctx context.Context, pvc *corev1.PersistentVolumeClaim, name, nodeName string, args ...string) *corev1.Pod {
+func userPod(t testing.TB, ctx context.Context, pvc *corev1.PersistentVolumeClaim, name, nodeName string, args ...string) *corev1.Pod {
 	t.Helper()
 	app := corev1.Container{Name: "app", Image: node.VolProbeImage, ImagePullPolicy: corev1.PullNever, Args: args}
 	if ptr.Deref(pvc.Spec.VolumeMode, corev1.PersistentVolumeFilesystem) == corev1.PersistentVolumeBlock {
@@ -180,7 +180,7 @@ func userPod(t *testing.T, ctx context.Context, pvc *corev1.PersistentVolumeClai
 
 // create creates o in the tenant and deletes it at the end of the test (in reverse order of
 // creation, as cleanups run), waiting until it is gone.
-func create(t *testing.T, ctx context.Context, o client.Object) {
+func create(t testing.TB, ctx context.Context, o client.Object) {
 	t.Helper()
 	tc := env.Tenant.Client
 	if err := tc.Create(ctx, o); err != nil {
@@ -190,7 +190,7 @@ func create(t *testing.T, ctx context.Context, o client.Object) {
 }
 
 // deleteAndWait deletes o from the tenant and waits until it is gone (finalizers done).
-func deleteAndWait(t *testing.T, o client.Object) {
+func deleteAndWait(t testing.TB, o client.Object) {
 	t.Helper()
 	tc := env.Tenant.Client
 	ctx, cancel := context.WithTimeout(context.Background(), volumeWait)
@@ -205,7 +205,7 @@ func deleteAndWait(t *testing.T, o client.Object) {
 }
 
 // podReport waits for the line volprobe logs on the pod's node.
-func podReport(t *testing.T, ctx context.Context, n *node.Node, pod *corev1.Pod) string {
+func podReport(t testing.TB, ctx context.Context, n *node.Node, pod *corev1.Pod) string {
 	t.Helper()
 	var line string
 	harness.Eventually(t, ctx, time.Minute, "the report of pod "+pod.Name, func(context.Context) (bool, error) {
@@ -217,7 +217,7 @@ func podReport(t *testing.T, ctx context.Context, n *node.Node, pod *corev1.Pod)
 }
 
 // attachedSerial is the disk serial of the attached VolumeAttachment of pv on nodeName ("" if none).
-func attachedSerial(t *testing.T, ctx context.Context, pv, nodeName string) string {
+func attachedSerial(t testing.TB, ctx context.Context, pv, nodeName string) string {
 	t.Helper()
 	vas := &storagev1.VolumeAttachmentList{}
 	if err := env.Tenant.Client.List(ctx, vas); err != nil {
@@ -242,7 +242,7 @@ func (w *world) plugged(vm, serial string) bool {
 }
 
 // node is the real node named name.
-func (w *world) node(t *testing.T, name string) *node.Node {
+func (w *world) node(t testing.TB, name string) *node.Node {
 	t.Helper()
 	for _, n := range w.nodes {
 		if n.Name == name {
