@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -63,7 +64,7 @@ func (s *Server) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		}
 	}
 	if _, err := s.resizer.Resize(d.path, fsPath); err != nil {
-		return nil, status.Errorf(codes.Internal, "growing the filesystem of disk %s mounted at %s: %v", d, fsPath, err)
+		return nil, status.Errorf(codes.Internal, "growing the filesystem of disk %s mounted at %s: %s", d, fsPath, oneLine(err.Error()))
 	}
 	log.Info("Expanded volume", "disk", d.path, "path", fsPath, "bytes", size)
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
@@ -106,4 +107,18 @@ func (s *Server) mountedDisk(volumeID, path string) (disk, error) {
 		return disk{}, status.Errorf(codes.NotFound, "%s holds %s, not the disk of volume %q, %s", path, describeMount(m), volumeID, d)
 	}
 	return d, nil
+}
+
+// oneLine folds a tool's multi-line output into one line. mount-utils puts resize2fs's whole
+// output into its error, and its first line is only the version banner: the kubelet's
+// VolumeResizeFailed Event showed that banner and cut the reason ("Permission denied to resize
+// filesystem") that followed it on the next line.
+func oneLine(s string) string {
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }

@@ -69,6 +69,10 @@ func TestExpandWhileRunning(t *testing.T) {
 					return false, nil
 				})
 				t.Logf("the user sees, %s after the patch: %s: %s", time.Since(start).Round(time.Millisecond), reason, msg)
+				// The reason, not only resize2fs's version banner that comes first in its output.
+				if !strings.Contains(msg, "Permission denied") {
+					t.Errorf("the Event does not say why the resize failed: %q", msg)
+				}
 				if now, err := fsBytes(ctx, w, n.Name, pod, pv); err != nil || now != before {
 					t.Errorf("ext4 went %d → %d bytes (%v) although its resize failed", before, now, err)
 				}
