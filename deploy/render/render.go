@@ -114,3 +114,51 @@ func Find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Un
 	}
 	return nil
 }
+
+// ContainerArgs returns the args of container in the rendered workload (Deployment,
+// DaemonSet) kind/name.
+func ContainerArgs(objs []*unstructured.Unstructured, kind, name, container string) ([]string, error) {
+	o := Find(objs, kind, name)
+	if o == nil {
+		return nil, fmt.Errorf("rendered no %s %s", kind, name)
+	}
+	cs, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", kind, name, err)
+	}
+	for _, c := range cs {
+		m, _ := c.(map[string]any)
+		if m["name"] != container {
+			continue
+		}
+		args, _, err := unstructured.NestedStringSlice(m, "args")
+		if err != nil {
+			return nil, fmt.Errorf("%s %s container %s: %w", kind, name, container, err)
+		}
+		return args, nil
+	}
+	return nil, fmt.Errorf("%s %s has no container %s", kind, name, container)
+}
+
+// LocalArgs replaces the flags named in set (the in-pod paths and endpoints) with local
+// values, keeping every other rendered flag as the chart wrote it, and appends flags set names
+// that the chart did not render.
+func LocalArgs(args []string, set map[string]string) []string {
+	out := make([]string, 0, len(args)+len(set))
+	done := map[string]bool{}
+	for _, a := range args {
+		name, _, _ := strings.Cut(a, "=")
+		if v, ok := set[name]; ok {
+			out = append(out, name+"="+v)
+			done[name] = true
+			continue
+		}
+		out = append(out, a)
+	}
+	for name, v := range set {
+		if !done[name] {
+			out = append(out, name+"="+v)
+		}
+	}
+	return out
+}

@@ -2,7 +2,6 @@ package deploy_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -11,52 +10,18 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // containerArgs returns the args of container in the rendered Deployment or DaemonSet name.
 func containerArgs(t *testing.T, objs []*unstructured.Unstructured, kind, name, container string) []string {
 	t.Helper()
-	cs, _, err := unstructured.NestedSlice(find(t, objs, kind, name).Object, "spec", "template", "spec", "containers")
+	args, err := chartrender.ContainerArgs(objs, kind, name, container)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range cs {
-		m, _ := c.(map[string]any)
-		if m["name"] != container {
-			continue
-		}
-		args, _, err := unstructured.NestedStringSlice(m, "args")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return args
-	}
-	t.Fatalf("%s %s has no container %s", kind, name, container)
-	return nil
-}
-
-// localArgs replaces the flags named in set (the in-pod paths and endpoints) with local values,
-// keeping every other rendered flag as the chart wrote it, and appends flags set names that
-// the chart did not render.
-func localArgs(args []string, set map[string]string) []string {
-	out := make([]string, 0, len(args)+len(set))
-	done := map[string]bool{}
-	for _, a := range args {
-		name, _, _ := strings.Cut(a, "=")
-		if v, ok := set[name]; ok {
-			out = append(out, name+"="+v)
-			done[name] = true
-			continue
-		}
-		out = append(out, a)
-	}
-	for name, v := range set {
-		if !done[name] {
-			out = append(out, name+"="+v)
-		}
-	}
-	return out
+	return args
 }
 
 // localConfig writes the chart's rendered config Secret to dir with the kubeconfig paths

@@ -20,6 +20,7 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
@@ -89,7 +90,7 @@ func TestCCMChartRBAC(t *testing.T) {
 
 	dir := t.TempDir()
 	cfg := localConfig(t, mobjs, dir, mUser.Kubeconfig, tUser.Kubeconfig)
-	args := localArgs(containerArgs(t, mobjs, "Deployment", name, "ccm"), map[string]string{
+	args := chartrender.LocalArgs(containerArgs(t, mobjs, "Deployment", name, "ccm"), map[string]string{
 		"--config":               cfg,
 		"--metrics-bind-address": "0", // the pod's port would clash with other processes here
 		// How often NotReady Nodes are checked against their VMs; the scenario of a vanished

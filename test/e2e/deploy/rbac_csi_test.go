@@ -24,6 +24,7 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
@@ -63,7 +64,7 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 	dir := t.TempDir()
 	cfg := localConfig(t, objs, dir, u.Kubeconfig, filepath.Join(dir, "unused-tenant-kubeconfig"))
 	sock := filepath.Join(dir, "csi.sock")
-	args := localArgs(containerArgs(t, objs, "Deployment", name, "csi-controller"), map[string]string{
+	args := chartrender.LocalArgs(containerArgs(t, objs, "Deployment", name, "csi-controller"), map[string]string{
 		"--config": cfg, "--endpoint": "unix://" + sock,
 		"--metrics-bind-address": "0", // the pod's port would clash with other tests' processes
 	})

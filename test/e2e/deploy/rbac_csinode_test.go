@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
@@ -46,7 +47,7 @@ func TestCSINodeChartRBAC(t *testing.T) {
 	cfg["tenantKubeconfig"] = u.Kubeconfig // in the pod: the ServiceAccount's in-cluster credentials
 	cfgPath := writeYAML(t, dir, "csi-node.yaml", cfg)
 	sock := filepath.Join(dir, "csi.sock")
-	args := localArgs(containerArgs(t, objs, "DaemonSet", name, "csi-node"), map[string]string{
+	args := chartrender.LocalArgs(containerArgs(t, objs, "DaemonSet", name, "csi-node"), map[string]string{
 		"--config": cfgPath, "--endpoint": "unix://" + sock,
 		"--kubelet-dir": t.TempDir(), "--device-dir": t.TempDir(),
 		"--node-name": nodeName, // the DaemonSet's downward-API NODE_NAME

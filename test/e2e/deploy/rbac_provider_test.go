@@ -18,6 +18,7 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"
@@ -63,7 +64,7 @@ func TestAutoscalerProviderChartRBAC(t *testing.T) {
 	must(t, err)
 	addr := lis.Addr().String()
 	must(t, lis.Close())
-	args := localArgs(containerArgs(t, mobjs, "Deployment", name, "autoscaler-provider"), map[string]string{
+	args := chartrender.LocalArgs(containerArgs(t, mobjs, "Deployment", name, "autoscaler-provider"), map[string]string{
 		"--config": cfg, "--listen": addr, "--metrics-bind-address": "0",
 		"--tls-cert": "", "--tls-key": "", "--tls-ca": "",
 	})

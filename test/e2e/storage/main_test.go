@@ -24,7 +24,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -267,16 +266,13 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 		return err
 	}
 	socket := strings.TrimPrefix(w.ctrl.Endpoint, "unix://")
-	sidecars, err := chartSidecarArgs(ctx, filepath.Join(e.Assets.BinDir, "helm"))
+	names := []string{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter"}
+	sidecars, err := chartSidecarArgs(ctx, filepath.Join(e.Assets.BinDir, "helm"), names...)
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter"} {
-		rendered, ok := sidecars[name]
-		if !ok {
-			return fmt.Errorf("the management chart renders no %s container", name)
-		}
-		args := withFlags(rendered, map[string]string{"--csi-address": socket, "--kubeconfig": e.Tenant.Kubeconfig})
+	for _, name := range names {
+		args := render.LocalArgs(sidecars[name], map[string]string{"--csi-address": socket, "--kubeconfig": e.Tenant.Kubeconfig})
 		p, err := harness.StartBinary(name, filepath.Join(e.Assets.BinDir, name), filepath.Join(w.dir, name+".log"), args...)
 		if err != nil {
 			return err
@@ -376,45 +372,18 @@ func driverNodeID(ctx context.Context, name string) (string, error) {
 // chartSidecarArgs renders the management chart with the real helm and returns the args of
 // csi-controller's sidecar containers by name, so the sidecars run here exactly as the chart
 // deploys them (timeouts, leader election, extra flags) instead of from a copy that can drift.
-func chartSidecarArgs(ctx context.Context, helm string) (map[string][]string, error) {
+func chartSidecarArgs(ctx context.Context, helm string, names ...string) (map[string][]string, error) {
 	const release = "tc"
 	objs, err := render.Template(ctx, helm, "tenantcloud", release, infraNS,
 		"clusterName="+cluster, "config.storage.defaultStorageClass="+fixture.StorageClass)
 	if err != nil {
 		return nil, err
 	}
-	dep := render.Find(objs, "Deployment", release+"-csi-controller")
-	if dep == nil {
-		return nil, fmt.Errorf("the management chart renders no Deployment %s-csi-controller", release)
-	}
-	cs, _, err := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
-	if err != nil {
-		return nil, err
-	}
 	out := map[string][]string{}
-	for _, c := range cs {
-		m, _ := c.(map[string]any)
-		name, _ := m["name"].(string)
-		args, _, err := unstructured.NestedStringSlice(m, "args")
-		if err != nil {
-			return nil, fmt.Errorf("container %s: %w", name, err)
+	for _, name := range names {
+		if out[name], err = render.ContainerArgs(objs, "Deployment", release+"-csi-controller", name); err != nil {
+			return nil, err
 		}
-		out[name] = args
 	}
 	return out, nil
-}
-
-// withFlags replaces the values of the flags in set (the in-pod socket and kubeconfig paths)
-// and keeps every other rendered flag as the chart wrote it; a flag in set that the chart did
-// not render is an error of the chart, not something to add silently.
-func withFlags(args []string, set map[string]string) []string {
-	out := make([]string, 0, len(args))
-	for _, a := range args {
-		name, _, _ := strings.Cut(a, "=")
-		if v, ok := set[name]; ok {
-			a = name + "=" + v
-		}
-		out = append(out, a)
-	}
-	return out
 }
