@@ -72,8 +72,8 @@ bench: bin ## scenario benchmarks → bench/results/latest.md (see bench/README.
 
 SANDBOX_FLAGS ?=
 
-sandbox: bin build ## everything on one machine with the user stories (needs root; see cmd/sandbox)
-	$(GO) run ./cmd/sandbox $(SANDBOX_FLAGS)
+sandbox: bin build ## everything on one machine with the user stories (needs root; see test/sandbox)
+	$(GO) run ./test/sandbox $(SANDBOX_FLAGS)
 
 demo: sandbox ## alias
 

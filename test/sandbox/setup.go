@@ -125,10 +125,10 @@ func (s *sandbox) startComponents(ctx context.Context) error {
 		return err
 	}
 	ok("autoscaler-provider serving the externalgrpc CloudProvider on %s", s.provider)
-	if err := ccm.exited(); err != nil {
+	if err := exited(ccm); err != nil {
 		return err
 	}
-	ok("ccm running (log %s)", ccm.log)
+	ok("ccm running (log %s)", ccm.LogFile)
 	return nil
 }
 
@@ -179,15 +179,15 @@ func freePort() (int, error) {
 }
 
 // waitHealth waits until the gRPC health service at addr reports SERVING.
-func waitHealth(ctx context.Context, c *child, addr string) error {
+func waitHealth(ctx context.Context, c *harness.Process, addr string) error {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
 	hc := healthpb.NewHealthClient(conn)
-	return poll(ctx, c.name+" answering gRPC health checks on "+addr, func(ctx context.Context) (bool, error) {
-		if err := c.exited(); err != nil {
+	return poll(ctx, c.Name+" answering gRPC health checks on "+addr, func(ctx context.Context) (bool, error) {
+		if err := exited(c); err != nil {
 			return false, err
 		}
 		rsp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
@@ -273,7 +273,7 @@ func (s *sandbox) waitNodes(ctx context.Context, n int) ([]corev1.Node, error) {
 
 func (s *sandbox) componentsAlive() error {
 	for _, c := range s.children {
-		if err := c.exited(); err != nil {
+		if err := exited(c); err != nil {
 			return err
 		}
 	}

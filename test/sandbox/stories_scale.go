@@ -187,7 +187,7 @@ func (s *sandbox) waitReplicas(ctx context.Context, n int32, verb string) error 
 		}
 		return md.Spec.Replicas != nil && *md.Spec.Replicas == n, nil
 	}); err != nil {
-		return fmt.Errorf("%w; cluster-autoscaler log %s:\n%s", err, s.ca.log, tail(s.ca.log, 15))
+		return fmt.Errorf("%w; cluster-autoscaler log %s:\n%s", err, s.ca.LogFile, s.ca.Log(1500))
 	}
 	ok("cluster-autoscaler set MachineDeployment %s/%s to %d replicas", infraNS, mdName, n)
 	return nil

@@ -15,10 +15,11 @@ import (
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // waitCSI waits until the CSI plugin at sock answers GetPluginInfo.
-func (s *sandbox) waitCSI(ctx context.Context, name string, c *child, sock string) error {
+func (s *sandbox) waitCSI(ctx context.Context, name string, c *harness.Process, sock string) error {
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -26,7 +27,7 @@ func (s *sandbox) waitCSI(ctx context.Context, name string, c *child, sock strin
 	defer func() { _ = conn.Close() }()
 	id := csi.NewIdentityClient(conn)
 	return poll(ctx, name+" answering GetPluginInfo on "+sock, func(ctx context.Context) (bool, error) {
-		if err := c.exited(); err != nil {
+		if err := exited(c); err != nil {
 			return false, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -39,7 +40,7 @@ func (s *sandbox) waitCSI(ctx context.Context, name string, c *child, sock strin
 // csiNode is one csi-node process, as the DaemonSet runs one per Node.
 type csiNode struct {
 	node    string
-	child   *child
+	child   *harness.Process
 	sock    string
 	kubelet string
 }
@@ -91,7 +92,7 @@ func (s *sandbox) stopCSINode(vm string) error {
 		return nil
 	}
 	delete(s.csiNodes, vm)
-	return cn.child.stop()
+	return cn.child.Stop()
 }
 
 func nodeInfo(ctx context.Context, sock string) (*csi.NodeGetInfoResponse, error) {

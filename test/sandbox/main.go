@@ -127,6 +127,14 @@ func run() int {
 	return 0
 }
 
+// exited reports a component that has ended, with the tail of its log.
+func exited(p *harness.Process) error {
+	if done, err := p.Exited(); done {
+		return fmt.Errorf("%s exited (%v); log %s:\n%s", p.Name, err, p.LogFile, p.Log(2000))
+	}
+	return nil
+}
+
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
@@ -137,9 +145,9 @@ type sandbox struct {
 	logDir   string
 	env      *harness.Env
 	sim      *sim.Sim
-	children []*child
+	children []*harness.Process
 	cfg      paths
-	ca       *child
+	ca       *harness.Process
 	provider string              // autoscaler-provider gRPC address
 	worker   string              // first worker VM
 	seen     map[string]bool     // Nodes already reported by waitNodes
@@ -152,8 +160,10 @@ type paths struct {
 	ctrlSock string
 }
 
-func (s *sandbox) spawn(name, binary string, args ...string) (*child, error) {
-	c, err := startChild(s.logDir, name, binary, args...)
+// spawn runs binary as a component of the sandbox, output to <logDir>/<name>.log; cleanup
+// stops it.
+func (s *sandbox) spawn(name, binary string, args ...string) (*harness.Process, error) {
+	c, err := harness.StartBinary(name, binary, filepath.Join(s.logDir, name+".log"), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +174,7 @@ func (s *sandbox) spawn(name, binary string, args ...string) (*child, error) {
 func (s *sandbox) cleanup() error {
 	var errs []error
 	for i := len(s.children) - 1; i >= 0; i-- {
-		errs = append(errs, s.children[i].stop())
+		errs = append(errs, s.children[i].Stop())
 	}
 	errs = append(errs, unmountUnder(s.logDir))
 	if s.sim != nil {
