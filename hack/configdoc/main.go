@@ -133,6 +133,16 @@ func Generate(dir string) ([]byte, error) {
 				return fmt.Errorf("field %s (%s) has no doc comment", f.Names[0].Name, key)
 			}
 			rows = append(rows, field{key: key, typ: typeName(f.Type, enums), doc: d})
+			// A map of structs: its entries' fields follow, under key.<name>.
+			if m, ok := f.Type.(*ast.MapType); ok {
+				if id, ok := m.Value.(*ast.Ident); ok {
+					if sub, ok := structs[id.Name]; ok {
+						if err := walk(key+".<name>.", sub); err != nil {
+							return err
+						}
+					}
+				}
+			}
 		}
 		return nil
 	}

@@ -112,6 +112,14 @@ type Storage struct {
 	// the DataVolumes go with the Cluster, and existing ones without the reference get it on
 	// their next ControllerPublishVolume.
 	RetainDataVolumes bool `json:"retainDataVolumes,omitempty"`
+	// Topology says, per granted infra StorageClass, which zones (topology.kubernetes.io/zone,
+	// the label the ccm copies onto tenant Nodes from the infra Node running each VM) its
+	// volumes reach; a class not listed reaches every zone. Set, it turns on volume topology:
+	// csi-controller advertises accessibility constraints, places each volume in a zone the
+	// tenant's requirements allow and refuses to hot-plug it into a VM running elsewhere; the
+	// ccm must label Nodes with zones (ccm.nodeZones) and csi-node must wait for that label
+	// (tenant chart topology.enabled).
+	Topology map[string]ClassTopology `json:"topology,omitempty"`
 }
 
 // Autoscaling configures which MachineDeployments are exposed as node groups.

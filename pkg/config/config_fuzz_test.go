@@ -34,6 +34,7 @@ func FuzzParse(f *testing.F) {
 		"clusterName: a\ninfraNamespace: b\nloadBalancer: {allowedIPRanges: [\"10.0.0.5/24\", \"::ffff:1.2.3.4/128\"]}\nstorage: {defaultStorageClass: x}\n",
 		"clusterName: a\ninfraNamespace: b\nloadBalancer: {maxServices: -1}\nstorage: {defaultStorageClass: x, diskBus: ide}\n",
 		"clusterName: a\ninfraNamespace: b\nstorage: {defaultStorageClass: x}\nautoscaling: {nodeGroupSelector: {cluster.x-k8s.io/cluster-name: c}}\n",
+		"clusterName: a\ninfraNamespace: b\nstorage: {defaultStorageClass: x, topology: {x: {zoneStorageClasses: {z1: x1, z2: x1}}}}\n",
 		"clusterName: a\ninfraNamespace: b\nstorage: {defaultStorageClass: x}\nunknown: 1\n",
 		"&a [*a]",
 		"",

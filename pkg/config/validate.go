@@ -95,6 +95,7 @@ func (s *Storage) validate(p *field.Path) field.ErrorList {
 	if s.DefaultSnapshotClass != "" {
 		errs = append(errs, validateSubdomain(s.DefaultSnapshotClass, p.Child("defaultSnapshotClass"))...)
 	}
+	errs = append(errs, s.validateTopology(p.Child("topology"))...)
 	errs = append(errs, validateNonNegative(s.MaxVolumes, p.Child("maxVolumes"))...)
 	if _, err := parseCapacity(s.MaxTotalCapacity); err != nil {
 		errs = append(errs, field.Invalid(p.Child("maxTotalCapacity"), s.MaxTotalCapacity, err.Error()))
@@ -142,11 +143,17 @@ func (a *Autoscaling) validate(p *field.Path) field.ErrorList {
 }
 
 func validateDNSLabel(v string, p *field.Path) field.ErrorList {
+	return validateRequired(v, p, "", validation.IsDNS1123Label)
+}
+
+// validateRequired reports an empty v as Required (with detail), otherwise every message of
+// check as Invalid.
+func validateRequired(v string, p *field.Path, detail string, check func(string) []string) field.ErrorList {
 	if v == "" {
-		return field.ErrorList{field.Required(p, "")}
+		return field.ErrorList{field.Required(p, detail)}
 	}
 	var errs field.ErrorList
-	for _, msg := range validation.IsDNS1123Label(v) {
+	for _, msg := range check(v) {
 		errs = append(errs, field.Invalid(p, v, msg))
 	}
 	return errs
