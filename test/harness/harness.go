@@ -69,7 +69,21 @@ type Options struct {
 	// serviceaccount and root-ca-cert-publisher controllers. envtest turns the plugin off
 	// because it runs no controllers; suites with real nodes (test/harness/node) turn it on.
 	TenantServiceAccounts bool
+	// ManagementDualStack and TenantDualStack give that cluster's apiserver a dual-stack
+	// service CIDR (ServiceCIDRs: envtest's IPv4 range first, so ServiceIP is unchanged, then
+	// ServiceCIDRv6): RequireDualStack and PreferDualStack Services get a cluster IP of each
+	// family there, as on a dual-stack cluster. Off, the cluster is single-stack IPv4 and
+	// refuses RequireDualStack, as such a cluster does.
+	ManagementDualStack, TenantDualStack bool
 }
+
+// ServiceCIDRv4 is envtest's --service-cluster-ip-range; ServiceCIDRv6 is the second family's
+// range of a dual-stack harness cluster (a /112: the apiserver's IPv6 allocator takes at most
+// 20 host bits).
+const (
+	ServiceCIDRv4 = "10.0.0.0/24"
+	ServiceCIDRv6 = "fd00:10:96::/112"
+)
 
 // Start brings up the management and tenant control planes in parallel and installs CRDs.
 // On error nothing is left running.
@@ -116,6 +130,11 @@ func StartWith(ctx context.Context, opts Options) (*Env, error) {
 	if opts.TenantServiceAccounts {
 		// Only envtest's default turns the plugin off; the apiserver's own defaults enable it.
 		e.Tenant.env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	}
+	for c, dual := range map[*Cluster]bool{e.Management: opts.ManagementDualStack, e.Tenant: opts.TenantDualStack} {
+		if dual {
+			c.env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", ServiceCIDRv4+","+ServiceCIDRv6)
+		}
 	}
 	for _, c := range []*Cluster{e.Management, e.Tenant} {
 		api := c.env.ControlPlane.GetAPIServer()

@@ -16,7 +16,8 @@ import (
 )
 
 // ServiceIP is the kubernetes Service's ClusterIP in the harness's clusters: the first address
-// of envtest's --service-cluster-ip-range 10.0.0.0/24.
+// of envtest's --service-cluster-ip-range ServiceCIDRv4 (also the primary range of a dual-stack
+// harness cluster).
 const ServiceIP = "10.0.0.1"
 
 // apiServerNames are the names a kube-apiserver's serving certificate carries: what the

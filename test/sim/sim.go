@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/tenantcloud/tenantcloud/test/harness"
@@ -43,6 +44,9 @@ type Options struct {
 	Disks bool
 	// Faults is shared by every part; nil gets a fresh Injector.
 	Faults *fault.Injector
+	// IPFamilies are the infra pod network's families, primary first (kubevirt.Options); nil
+	// is dual-stack IPv4 first.
+	IPFamilies []corev1.IPFamily
 }
 
 // Sim is a running simulator. Stop it before the harness.
@@ -87,7 +91,7 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (s *Sim, err err
 	if err != nil {
 		return s, err
 	}
-	if err := kubevirt.Setup(ctx, mgr, kubevirt.Options{PhaseDelay: opts.PhaseDelay, Faults: opts.Faults}); err != nil {
+	if err := kubevirt.Setup(ctx, mgr, kubevirt.Options{PhaseDelay: opts.PhaseDelay, Faults: opts.Faults, IPFamilies: opts.IPFamilies}); err != nil {
 		return s, fmt.Errorf("kubevirt simulator: %w", err)
 	}
 	if err := hotplug.Setup(mgr, hotplug.Options{Disks: s.Disks, PhaseDelay: opts.PhaseDelay, Faults: opts.Faults}); err != nil {

@@ -3,7 +3,10 @@ package kubevirt
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // pool hands out addresses of one prefix next-fit, skipping the network address, the first
@@ -74,16 +77,20 @@ func (p *pool) size() int {
 	return max(n, 0)
 }
 
-// allocator gives every running VMI one IPv4 and one IPv6 address, unique across the
-// simulator, keyed by owner (the VMI UID: a restarted VMI is a new object with new addresses,
-// as with a new virt-launcher pod on a real cluster).
+// allocator gives every running VMI one address of each family of the pod network, in the
+// network's family order (primary first, as a dual-stack CNI lists pod IPs), unique across
+// the simulator, keyed by owner (the VMI UID: a restarted VMI is a new object with new
+// addresses, as with a new virt-launcher pod on a real cluster).
 type allocator struct {
 	mu     sync.Mutex
 	v4, v6 *pool
+	order  []*pool // the pools of the network's families, primary first
 	owned  map[string][]netip.Addr
 }
 
-func newAllocator(v4, v6 string) (*allocator, error) {
+// newAllocator makes an allocator over prefixes v4 and v6 handing out the families fams in
+// that order; nil means dual-stack, IPv4 first.
+func newAllocator(v4, v6 string, fams []corev1.IPFamily) (*allocator, error) {
 	p4, err := newPool(v4)
 	if err != nil {
 		return nil, err
@@ -98,28 +105,42 @@ func newAllocator(v4, v6 string) (*allocator, error) {
 	if !p6.prefix.Addr().Is6() {
 		return nil, fmt.Errorf("IPv6 pool %s is not IPv6", v6)
 	}
-	return &allocator{v4: p4, v6: p6, owned: map[string][]netip.Addr{}}, nil
+	if len(fams) == 0 {
+		fams = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+	}
+	a := &allocator{v4: p4, v6: p6, owned: map[string][]netip.Addr{}}
+	for _, f := range fams {
+		p := map[corev1.IPFamily]*pool{corev1.IPv4Protocol: p4, corev1.IPv6Protocol: p6}[f]
+		if p == nil || slices.Contains(a.order, p) || len(fams) > 2 {
+			return nil, fmt.Errorf("IP families %v: want IPv4, IPv6 or both, each once", fams)
+		}
+		a.order = append(a.order, p)
+	}
+	return a, nil
 }
 
-// Allocate returns owner's addresses [v4, v6], allocating them on first call. It is idempotent
-// so reconcilers can call it on every pass.
+// Allocate returns owner's addresses, one per family in the network's order, allocating them
+// on first call. It is idempotent so reconcilers can call it on every pass.
 func (a *allocator) Allocate(owner string) ([]netip.Addr, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if got, ok := a.owned[owner]; ok && len(got) == 2 {
+	if got, ok := a.owned[owner]; ok && len(got) == len(a.order) {
 		return got, nil
 	}
-	v4, err := a.v4.allocate()
-	if err != nil {
-		return nil, err
+	var got []netip.Addr
+	for _, p := range a.order {
+		addr, err := p.allocate()
+		if err != nil {
+			for _, g := range got {
+				delete(a.v4.used, g)
+				delete(a.v6.used, g)
+			}
+			return nil, err
+		}
+		got = append(got, addr)
 	}
-	v6, err := a.v6.allocate()
-	if err != nil {
-		delete(a.v4.used, v4)
-		return nil, err
-	}
-	a.owned[owner] = []netip.Addr{v4, v6}
-	return a.owned[owner], nil
+	a.owned[owner] = got
+	return got, nil
 }
 
 // Reserve records addresses an owner already holds (found on objects when the simulator

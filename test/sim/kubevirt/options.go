@@ -44,6 +44,11 @@ type Options struct {
 	// IPv4Prefix and IPv6Prefix are the pod network the VMIs' addresses come from. Defaults:
 	// 10.244.0.0/16 and fd10:244::/64.
 	IPv4Prefix, IPv6Prefix string
+	// IPFamilies are the pod network's families, primary first, as the infra cluster's pod
+	// CIDRs are configured: every running VMI (its launcher pod's IPs and its pod-network
+	// interface) gets one address of each, in this order. Default [IPv4, IPv6]; [IPv6, IPv4]
+	// is an IPv6-primary network, one entry a single-stack one.
+	IPFamilies []corev1.IPFamily
 	// StartFailureBackoff is the base of KubeVirt's crash-loop backoff after a VMI fails before
 	// ever running: the restart waits base × failures² plus up to half of that again, capped at
 	// 30 × base. KubeVirt's base is 10s (max 300s), the default here too.
@@ -92,7 +97,7 @@ func (o Options) poll() time.Duration { return max(o.PhaseDelay, 50*time.Millise
 // once per management cluster, before mgr.Start.
 func Setup(ctx context.Context, mgr manager.Manager, opts Options) error {
 	opts = opts.withDefaults()
-	alloc, err := newAllocator(opts.IPv4Prefix, opts.IPv6Prefix)
+	alloc, err := newAllocator(opts.IPv4Prefix, opts.IPv6Prefix, opts.IPFamilies)
 	if err != nil {
 		return fmt.Errorf("kubevirt sim: %w", err)
 	}

@@ -15,7 +15,7 @@ import (
 func clientKeyNode(name string) client.ObjectKey { return client.ObjectKey{Name: name} }
 
 func TestAllocatorIsUniqueIdempotentAndNextFit(t *testing.T) {
-	a, err := newAllocator("10.0.0.0/29", "fd00::/120")
+	a, err := newAllocator("10.0.0.0/29", "fd00::/120", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestAllocatorIsUniqueIdempotentAndNextFit(t *testing.T) {
 
 func TestAllocatorExhaustionAndReserve(t *testing.T) {
 	// /29: .0 network, .1 gateway, .7 broadcast → .2-.6 assignable.
-	a, err := newAllocator("10.0.0.0/29", "fd00::/64")
+	a, err := newAllocator("10.0.0.0/29", "fd00::/64", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +75,45 @@ func TestAllocatorRejectsBadPools(t *testing.T) {
 		{"10.0.0.0/16", "10.1.0.0/16"},
 		{"10.0.0.0/31", "fd00::/64"},
 	} {
-		if _, err := newAllocator(tc.v4, tc.v6); err == nil {
+		if _, err := newAllocator(tc.v4, tc.v6, nil); err == nil {
 			t.Errorf("newAllocator(%q, %q) accepted", tc.v4, tc.v6)
+		}
+	}
+	v4, v6 := corev1.IPv4Protocol, corev1.IPv6Protocol
+	for _, fams := range [][]corev1.IPFamily{{v4, v4}, {"IPv5"}, {v4, v6, v4}} {
+		if _, err := newAllocator("10.0.0.0/29", "fd00::/64", fams); err == nil {
+			t.Errorf("families %v accepted", fams)
+		}
+	}
+}
+
+// TestAllocatorFamilies: the pod network's families decide which addresses a VMI gets and in
+// which order: IPv6-primary dual-stack lists the IPv6 address first, single-stack only one.
+func TestAllocatorFamilies(t *testing.T) {
+	v4, v6 := corev1.IPv4Protocol, corev1.IPv6Protocol
+	for _, tc := range []struct {
+		fams []corev1.IPFamily
+		want []string
+	}{
+		{nil, []string{"10.0.0.2", "fd00::2"}},
+		{[]corev1.IPFamily{v6, v4}, []string{"fd00::2", "10.0.0.2"}},
+		{[]corev1.IPFamily{v4}, []string{"10.0.0.2"}},
+		{[]corev1.IPFamily{v6}, []string{"fd00::2"}},
+	} {
+		a, err := newAllocator("10.0.0.0/29", "fd00::/64", tc.fams)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.Allocate("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, g := range got {
+			s = append(s, g.String())
+		}
+		if strings.Join(s, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("families %v: addresses %v, want %v", tc.fams, s, tc.want)
 		}
 	}
 }
