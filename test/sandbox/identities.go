@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/tenantcloud/tenantcloud/deploy/render"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
@@ -32,14 +32,14 @@ func (s *sandbox) chartIdentities(ctx context.Context) (map[string]credentials, 
 	if _, err := os.Stat(helm); err != nil {
 		return nil, fmt.Errorf("%s not built (hack/bin-helm.sh): %w", helm, err)
 	}
-	mobjs, err := render.Template(ctx, helm, "tenantcloud", chartRelease, infraNS,
+	mobjs, err := chartrender.Template(ctx, helm, "tenantcloud", chartRelease, infraNS,
 		"clusterName="+clusterName, "config.storage.defaultStorageClass="+infraSC,
 		"config.loadBalancer.allowedPools={"+poolName+"}", "ccm.nodeZones=true")
 	if err != nil {
 		return nil, err
 	}
 	const tenantNS = "kube-system"
-	tobjs, err := render.Template(ctx, helm, "tenantcloud-tenant", chartRelease, tenantNS,
+	tobjs, err := chartrender.Template(ctx, helm, "tenantcloud-tenant", chartRelease, tenantNS,
 		"clusterName="+clusterName, "infraNamespace="+infraNS)
 	if err != nil {
 		return nil, err
@@ -90,7 +90,7 @@ func applyKinds(ctx context.Context, c client.Client, ns string, objs []*unstruc
 		if !rbacKinds[o.GetKind()] {
 			continue
 		}
-		o, _, err := render.Placed(c, ns, o)
+		o, _, err := chartrender.Placed(c, ns, o)
 		if err != nil {
 			return err
 		}

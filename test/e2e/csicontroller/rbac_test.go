@@ -25,17 +25,35 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
-	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/scrape"
 )
 
-// MinimalRules is the namespaced Role the binary runs with: controller.InfraRBACRules, the
-// rules the deploy issue's Role must grant.
-var MinimalRules = controller.InfraRBACRules()
+// chartRules are the rules of the csi-controller Role the management chart renders: the Role
+// the binary runs with in a real installation, so this suite runs it with nothing more.
+func chartRules(tb testing.TB) []rbacv1.PolicyRule {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const release = "tc"
+	objs, err := chartrender.Template(ctx, harness.Bin(tb, "helm", "hack/bin-helm.sh"), "tenantcloud", release, "csi-rbac",
+		"clusterName=rbac", "config.storage.defaultStorageClass=fast")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	role, err := chartrender.Role(objs, release+"-csi-controller")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(role.Rules) == 0 {
+		tb.Fatalf("the chart's Role %s grants nothing", role.Name)
+	}
+	return role.Rules
+}
 
 // TestRBACLeastPrivilege builds and runs the real csi-controller binary with credentials of a
-// user bound only to MinimalRules in one namespace, and drives a whole volume lifecycle through
+// user bound only to the chart's csi-controller Role in one namespace, and drives a whole volume lifecycle through
 // its socket. Then it takes the hot-plug right away and checks publishing fails with
 // PERMISSION_DENIED (so the Role is what is actually used).
 func TestRBACLeastPrivilege(t *testing.T) {
@@ -50,6 +68,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	role, kubeconfig := grantInfraRole(t, ns, user)
+	granted := role.Rules
 	bc := runController(t, ns, cluster, kubeconfig)
 	out, cc := bc.out, bc.cc
 	tn.ctrl = nil
@@ -84,7 +103,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	// Without the hot-plug right, publishing is PERMISSION_DENIED (kube-apiserver refuses to
 	// proxy the subresource call) and names the reason.
 	role.Rules = []rbacv1.PolicyRule{}
-	for _, r := range MinimalRules {
+	for _, r := range granted {
 		if r.APIGroups[0] != "subresources.kubevirt.io" {
 			role.Rules = append(role.Rules, r)
 		}
@@ -96,7 +115,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	_, err = cc.ControllerPublishVolume(callCtx(t), &csi.ControllerPublishVolumeRequest{
 		VolumeId: restored.GetVolume().GetVolumeId(), NodeId: "rbac-w1", VolumeCapability: rwo})
 	wantCode(t, "publish without the addvolume right", err, codes.PermissionDenied, "addvolume", "forbidden", "infra RBAC")
-	role.Rules = MinimalRules
+	role.Rules = granted
 	if err := kube().Update(ctx, role); err != nil {
 		t.Fatal(err)
 	}
@@ -162,12 +181,12 @@ func checkMetrics(t *testing.T, log string) {
 	}
 }
 
-// grantInfraRole binds a new user to MinimalRules in ns and returns the Role and the user's
+// grantInfraRole binds a new user to the chart's csi-controller rules in ns and returns the Role and the user's
 // kubeconfig.
 func grantInfraRole(tb testing.TB, ns, user string) (*rbacv1.Role, string) {
 	tb.Helper()
 	ctx := testCtx(tb)
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "csi-controller"}, Rules: MinimalRules}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "csi-controller"}, Rules: chartRules(tb)}
 	if err := kube().Create(ctx, role); err != nil {
 		tb.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsyaml "sigs.k8s.io/yaml"
 
-	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 

@@ -1,17 +1,13 @@
 package deploy_test
 
 import (
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
-	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
 )
 
 // TestLint runs helm lint --strict on both charts with the values the tests use.
@@ -94,36 +90,6 @@ func TestTenantChartDryRun(t *testing.T) {
 	if err := cfg.ValidateFor(config.CSINode); err != nil {
 		t.Errorf("csi-node config is invalid: %v", err)
 	}
-}
-
-// TestCSIControllerRoleMatchesCode: the chart's csi-controller Role grants exactly
-// controller.InfraRBACRules (the rules its least-privilege e2e runs the binary with).
-func TestCSIControllerRoleMatchesCode(t *testing.T) {
-	objs := render(t, "tenantcloud", "deploy-mgmt", mgmtSets...)
-	role := roleOf(t, objs, release+"-csi-controller")
-	if got, want := normalize(role.Rules), normalize(controller.InfraRBACRules()); !reflect.DeepEqual(got, want) {
-		t.Errorf("chart Role %s rules\n%v\nwant (controller.InfraRBACRules)\n%v", role.Name, got, want)
-	}
-}
-
-// roleOf converts the rendered Role name.
-func roleOf(t *testing.T, objs []*unstructured.Unstructured, name string) *rbacv1.Role {
-	t.Helper()
-	role := &rbacv1.Role{}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, objs, "Role", name).Object, role); err != nil {
-		t.Fatal(err)
-	}
-	return role
-}
-
-// normalize flattens rules to sorted "group/resource:verb" strings.
-func normalize(rules []rbacv1.PolicyRule) []string {
-	var out []string
-	for _, p := range perms(rules) {
-		out = append(out, p.group+"/"+p.resource+":"+p.verb)
-	}
-	slices.Sort(out)
-	return out
 }
 
 func unstructuredString(obj map[string]any, fields ...string) (string, bool, error) {

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 

@@ -20,9 +20,9 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"

@@ -9,7 +9,7 @@ import (
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 )
 
 // serviceAccountUser is the username the apiserver gives ServiceAccount ns/name's tokens; RBAC

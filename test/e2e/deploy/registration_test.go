@@ -9,7 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	chartrender "github.com/tenantcloud/tenantcloud/deploy/render"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 )
 
 // TestTenantChartRegistration: csiNode.registration picks how the driver registers with the

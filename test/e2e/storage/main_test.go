@@ -28,9 +28,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tenantcloud/tenantcloud/deploy/render"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/harness/node"
@@ -272,7 +272,7 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 		return err
 	}
 	for _, name := range names {
-		args := render.LocalArgs(sidecars[name], map[string]string{"--csi-address": socket, "--kubeconfig": e.Tenant.Kubeconfig})
+		args := chartrender.LocalArgs(sidecars[name], map[string]string{"--csi-address": socket, "--kubeconfig": e.Tenant.Kubeconfig})
 		p, err := harness.StartBinary(name, filepath.Join(e.Assets.BinDir, name), filepath.Join(w.dir, name+".log"), args...)
 		if err != nil {
 			return err
@@ -374,14 +374,14 @@ func driverNodeID(ctx context.Context, name string) (string, error) {
 // deploys them (timeouts, leader election, extra flags) instead of from a copy that can drift.
 func chartSidecarArgs(ctx context.Context, helm string, names ...string) (map[string][]string, error) {
 	const release = "tc"
-	objs, err := render.Template(ctx, helm, "tenantcloud", release, infraNS,
+	objs, err := chartrender.Template(ctx, helm, "tenantcloud", release, infraNS,
 		"clusterName="+cluster, "config.storage.defaultStorageClass="+fixture.StorageClass)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]string{}
 	for _, name := range names {
-		if out[name], err = render.ContainerArgs(objs, "Deployment", release+"-csi-controller", name); err != nil {
+		if out[name], err = chartrender.ContainerArgs(objs, "Deployment", release+"-csi-controller", name); err != nil {
 			return nil, err
 		}
 	}

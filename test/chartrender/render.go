@@ -1,7 +1,9 @@
-// Package render runs `helm template` on the charts in deploy/charts and decodes the result,
-// for the tests that check the charts against real apiservers and for the sandbox, which
-// gives each component the identity and roles the charts define.
-package render
+// Package chartrender runs `helm template` on the charts in deploy/charts and decodes the result,
+// for the tests that check the charts against real apiservers, run the programs with the
+// chart's roles and flags, and for the sandbox, which gives each component the identity and
+// roles the charts define. The charts are the one source of how the programs are deployed;
+// this is test tooling and nothing in pkg/ or cmd/'s programs imports it.
+package chartrender
 
 import (
 	"bufio"
@@ -16,7 +18,9 @@ import (
 	"runtime"
 	"strings"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsyaml "sigs.k8s.io/yaml"
@@ -25,7 +29,7 @@ import (
 // ChartDir is the directory of chart name in this repository (found from this file's path).
 func ChartDir(name string) string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "charts", name)
+	return filepath.Join(filepath.Dir(file), "..", "..", "deploy", "charts", name)
 }
 
 // Helm runs the helm binary with args and returns its stdout, keeping helm away from the
@@ -161,4 +165,17 @@ func LocalArgs(args []string, set map[string]string) []string {
 		}
 	}
 	return out
+}
+
+// Role returns the rendered Role name as a typed object.
+func Role(objs []*unstructured.Unstructured, name string) (*rbacv1.Role, error) {
+	o := Find(objs, "Role", name)
+	if o == nil {
+		return nil, fmt.Errorf("rendered no Role %s", name)
+	}
+	role := &rbacv1.Role{}
+	if err := kruntime.DefaultUnstructuredConverter.FromUnstructured(o.Object, role); err != nil {
+		return nil, fmt.Errorf("Role %s: %w", name, err)
+	}
+	return role, nil
 }
