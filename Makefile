@@ -72,7 +72,7 @@ bench: bin ## scenario benchmarks → bench/results/latest.md (see bench/README.
 
 SANDBOX_FLAGS ?=
 
-sandbox: bin build ## everything on one machine with the user stories (needs root; see test/sandbox)
+sandbox: images build ## tenantcloud as deployed on one machine, with the user stories (needs root; see test/sandbox)
 	$(GO) run ./test/sandbox $(SANDBOX_FLAGS)
 
 demo: sandbox ## alias

@@ -1,12 +1,16 @@
-// Command sandbox runs tenantcloud end to end on one machine: the management and tenant
-// control planes, the simulated infrastructure (KubeVirt, virt-api, CDI, MetalLB, Cluster API)
-// and the four tenantcloud components as real processes with real config files, then walks
-// through the user stories (LoadBalancer, PVC, autoscaling) with progress lines.
+// Command sandbox runs tenantcloud as deployed, on one machine: the management and tenant
+// control planes, the simulated infrastructure (KubeVirt, virt-api, CDI, MetalLB, Cluster
+// API), real kubelet nodes for the tenant's worker VMs with the tenant chart installed by helm
+// (csi-node pods from the images make images built, pulled from a loopback registry), and the
+// management components with the management chart's args, config and identities. It then
+// walks through the user stories — a LoadBalancer, a PVC a pod writes to and that follows the
+// pod to another node, autoscaling, a refused request — only through Kubernetes objects as a
+// user makes them, printing each outcome with the time it took. Left running (no --once) it is
+// a small cloud to try with kubectl; Ctrl-C removes everything.
 //
-// The sandbox is a development tool built on the test harness (test/harness, test/sim); it is
-// never shipped. Each component runs as its chart ServiceAccount, bound to exactly the roles
-// deploy/charts render (bin/helm), as a real install would. Needs root (loop devices, mkfs,
-// mount) and bin/ from `make bin build`; `make sandbox` does both.
+// The sandbox is tooling built on the test harness (test/harness, test/harness/node,
+// test/sim); it is never shipped. Needs root (namespaces, loop devices, mkfs, mount) and bin/
+// from `make bin images build`; `make sandbox` does all of it.
 package main
 
 import (
@@ -34,8 +38,20 @@ const (
 	mdName      = "md-0"
 	poolName    = "sandbox-public"
 	poolCIDR    = "192.0.2.0/28"
-	infraSC     = "sandbox-linstor"
-	waitTimeout = 2 * time.Minute
+	// otherPool exists in the management cluster but is not granted to the tenant.
+	otherPool = "other-tenants"
+	otherCIDR = "198.51.100.0/28"
+	infraSC   = "sandbox-linstor"
+	// storageClass is the tenant StorageClass values/tenant.yaml gives the tenant chart.
+	storageClass = "tenantcloud"
+	// maxWorkers is the MachineDeployment's autoscaling maximum; realNodes how many workers
+	// get a real kubelet node at a time. A real node (kubelet, containerd, kube-proxy, csi-node
+	// pod) takes about 250 MiB and a tenth of a core idle here; three leave room for the
+	// other users of a 2-core machine. The fourth worker, if a user's Deployment asks for it,
+	// is simulated.
+	maxWorkers  = 4
+	realNodes   = 3
+	waitTimeout = 4 * time.Minute
 )
 
 var (
@@ -50,6 +66,10 @@ func progress(mark, format string, args ...any) {
 func step(format string, args ...any) { progress("…", format, args...) }
 func ok(format string, args ...any)   { progress("✓", format, args...) }
 func fail(format string, args ...any) { progress("✗", format, args...) }
+func note(format string, args ...any) { progress("·", format, args...) }
+
+// since is the time from t, rounded for the story lines.
+func since(t time.Time) string { return time.Since(t).Round(100 * time.Millisecond).String() }
 
 // poll waits for cond with a deadline; the error names what did not happen.
 func poll(ctx context.Context, what string, cond func(ctx context.Context) (bool, error)) error {
@@ -97,7 +117,8 @@ func run() int {
 	klog.SetOutput(logFile)
 	ctrllog.SetLogger(klog.NewKlogr())
 
-	sb := &sandbox{logDir: logDir}
+	sb := &sandbox{logDir: logDir, seen: map[string]bool{}}
+	sb.workers = newWorkers(sb, realNodes)
 	failed := sb.stories(ctx)
 	if ctx.Err() == nil && !failed {
 		sb.printHints()
@@ -145,19 +166,17 @@ type sandbox struct {
 	logDir   string
 	env      *harness.Env
 	sim      *sim.Sim
+	reg      *harness.Registry
+	refs     map[string]string // image name → reference in reg
+	images   string            // the harness images archive every real node imports
+	workers  *workers
 	children []*harness.Process
-	cfg      paths
-	ca       *harness.Process
-	provider string              // autoscaler-provider gRPC address
-	worker   string              // first worker VM
-	seen     map[string]bool     // Nodes already reported by waitNodes
-	csiNodes map[string]*csiNode // by VM name
-	creds    map[string]credentials
-}
-
-type paths struct {
-	files    map[string]string // config file per component
+	cfg      map[string]string // config file per component
 	ctrlSock string
+	ca       *harness.Process
+	provider string          // autoscaler-provider gRPC address
+	seen     map[string]bool // what waitNodes and waitCSINodes already reported
+	creds    map[string]credentials
 }
 
 // spawn runs binary as a component of the sandbox, output to <logDir>/<name>.log; cleanup
@@ -176,7 +195,11 @@ func (s *sandbox) cleanup() error {
 	for i := len(s.children) - 1; i >= 0; i-- {
 		errs = append(errs, s.children[i].Stop())
 	}
-	errs = append(errs, unmountUnder(s.logDir))
+	// Nodes before the simulator: their mounts hold the loop devices it releases.
+	errs = append(errs, s.workers.stop())
+	if s.reg != nil {
+		errs = append(errs, s.reg.Stop())
+	}
 	if s.sim != nil {
 		errs = append(errs, s.sim.Stop())
 	}
@@ -196,9 +219,11 @@ func (s *sandbox) stories(ctx context.Context) (failed bool) {
 	}{
 		{"control planes", true, s.startControlPlanes},
 		{"simulator", true, s.startSimulator},
+		{"registry", true, s.startRegistry},
 		{"components", true, s.startComponents},
 		{"tenant cluster", true, s.createTenantCluster},
 		{"LoadBalancer story", false, s.storyLB},
+		{"refused request story", false, s.storyRefusedPool},
 		{"PVC story", false, s.storyStorage},
 		{"scale story", false, s.storyScale},
 		{"least privilege", false, s.storyRefusals},
@@ -219,16 +244,4 @@ func (s *sandbox) stories(ctx context.Context) (failed bool) {
 		}
 	}
 	return failed
-}
-
-func (s *sandbox) printHints() {
-	fmt.Println()
-	fmt.Println("Kubeconfigs (admin):")
-	fmt.Printf("  management: %s\n", s.env.Management.Kubeconfig)
-	fmt.Printf("  tenant:     %s\n", s.env.Tenant.Kubeconfig)
-	fmt.Println("Try:")
-	fmt.Printf("  kubectl --kubeconfig %s get nodes -o wide\n", s.env.Tenant.Kubeconfig)
-	fmt.Printf("  kubectl --kubeconfig %s get svc,pods -A\n", s.env.Tenant.Kubeconfig)
-	fmt.Printf("  kubectl --kubeconfig %s -n %s get machinedeployments,vm,vmi,dv,svc\n", s.env.Management.Kubeconfig, infraNS)
-	fmt.Printf("Component logs: %s\n", s.logDir)
 }

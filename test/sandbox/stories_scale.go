@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,64 +16,123 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/harness/node"
 )
 
 const webApp = "web"
 
-// storyScale: a Deployment whose second replica fits on no existing node makes the real
-// cluster-autoscaler grow the MachineDeployment; the new Node joins (initialised by the ccm,
-// with its csi-node) and takes the pod. Scaled back down, the emptied Node is removed by the
-// cluster-autoscaler and the MachineDeployment shrinks.
-func (s *sandbox) storyScale(ctx context.Context) error {
-	caBin := s.bin("cluster-autoscaler")
-	if _, err := os.Stat(caBin); err != nil {
-		// make sandbox builds it (make bin); without it the scale story cannot run at all.
-		return fmt.Errorf("scale story: %s not built (hack/bin-cluster-autoscaler.sh): %w", caBin, err)
-	}
-	tenant := s.env.Tenant.Client
-	// The tenant's Deployment and ReplicaSet controllers: real, from kube-controller-manager.
-	if _, err := s.env.StartControllerManager(ctx, s.env.Tenant, "deployment", "replicaset"); err != nil {
-		return fmt.Errorf("tenant kube-controller-manager: %w", err)
-	}
-	ok("real kube-controller-manager (deployment, replicaset controllers) running against the tenant")
+// webCPU is what one web pod requests: three quarters of a worker's CPUs (the VM template has
+// as many cores as this machine, which a real node reports), so two never share a node.
+func webCPU() *resource.Quantity {
+	return resource.NewMilliQuantity(int64(workerCores())*750, resource.DecimalSI)
+}
 
-	step("tenant: Deployment default/%s, 1 replica of 1.5 CPUs (the worker has 2)", webApp)
+// storyScale: a Deployment with a pod for each worker runs; scaled up by one, the new pod fits
+// on no node, so the real cluster-autoscaler grows the MachineDeployment, Cluster API creates
+// a worker VM, its real node joins (initialised by the ccm, with its csi-node pod) and runs
+// the pod. Scaled back down, the emptied Node is removed by the cluster-autoscaler and the
+// MachineDeployment shrinks.
+func (s *sandbox) storyScale(ctx context.Context) error {
+	tenant := s.env.Tenant.Client
+	cpu := webCPU()
 	labels := map[string]string{"app": webApp}
 	deploy := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: webApp},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
+			Replicas: ptr.To[int32](2),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					// No kubelet confirms a graceful deletion here: pods go at once.
-					TerminationGracePeriodSeconds: ptr.To[int64](0),
-					Containers: []corev1.Container{{Name: "app", Image: "app",
+					TerminationGracePeriodSeconds: ptr.To[int64](1),
+					Containers: []corev1.Container{{Name: "app", Image: node.PauseImage, ImagePullPolicy: corev1.PullNever,
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-							corev1.ResourceCPU: resource.MustParse("1500m"), corev1.ResourceMemory: resource.MustParse("1Gi")}}}},
+							corev1.ResourceCPU: *cpu, corev1.ResourceMemory: resource.MustParse("64Mi")}}}},
 				},
 			},
 		},
 	}
+	step("user: kubectl create Deployment default/%s, 2 replicas of %s CPUs each (a worker has %d: one per node)", webApp, cpu, workerCores())
+	t0 := time.Now()
 	if err := tenant.Create(ctx, deploy); err != nil {
 		return fmt.Errorf("creating Deployment default/%s: %w", webApp, err)
 	}
-	if _, err := s.waitWebPods(ctx, 1); err != nil {
+	if _, err := s.waitWebPods(ctx, 2); err != nil {
+		return err
+	}
+	ok("2 pods Running, one per node (took %s)", since(t0))
+
+	if err := s.startClusterAutoscaler(); err != nil {
 		return err
 	}
 
+	step("user: kubectl scale deployment/%s --replicas=3 (the third pod fits on no node)", webApp)
+	t0 = time.Now()
+	if err := s.scaleWeb(ctx, 3); err != nil {
+		return err
+	}
+	if err := s.waitReplicas(ctx, 3, "growing"); err != nil {
+		return err
+	}
+	ok("cluster-autoscaler: TriggeredScaleUp, MachineDeployment %s/%s → 3 replicas (took %s)", infraNS, mdName, since(t0))
+	nodes, err := s.waitNodes(ctx, 3)
+	if err != nil {
+		return err
+	}
+	if err := s.waitCSINodes(ctx, nodes); err != nil {
+		return err
+	}
+	pods, err := s.waitWebPods(ctx, 3)
+	if err != nil {
+		return err
+	}
+	ok("scale-up done: the new node runs the third pod, %s after the user scaled", since(t0))
+
+	step("user: kubectl scale deployment/%s --replicas=2 (one node becomes empty)", webApp)
+	t0 = time.Now()
+	if err := s.scaleWeb(ctx, 2); err != nil {
+		return err
+	}
+	if err := s.waitReplicas(ctx, 2, "shrinking"); err != nil {
+		return err
+	}
+	var gone string
+	if err := poll(ctx, "the emptied Node leaving the tenant", func(ctx context.Context) (bool, error) {
+		var list corev1.NodeList
+		if err := tenant.List(ctx, &list); err != nil {
+			return false, err
+		}
+		// Gone from the tenant, and its real node (if it had one) stopped with its VM.
+		for _, n := range nodes {
+			if !slices.ContainsFunc(list.Items, func(m corev1.Node) bool { return m.Name == n.Name }) && s.workers.node(n.Name) == nil {
+				gone = n.Name
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return err
+	}
+	if slices.ContainsFunc(pods, func(p corev1.Pod) bool { return p.Spec.NodeName == gone }) {
+		note("the web pod that ran on %s was deleted by the scale-down of the Deployment before the node went", gone)
+	}
+	ok("scale-down done: Node %s drained and removed by cluster-autoscaler, its Machine and VM deleted by Cluster API (took %s)", gone, since(t0))
+	return nil
+}
+
+// startClusterAutoscaler runs the real cluster-autoscaler against the tenant with its chart
+// identity, talking externalgrpc to autoscaler-provider, tuned to decide in seconds.
+func (s *sandbox) startClusterAutoscaler() error {
 	cloudConfig := filepath.Join(s.logDir, "cluster-autoscaler-cloud-config.yaml")
 	if err := os.WriteFile(cloudConfig, fmt.Appendf(nil, "address: %s\ngrpc_timeout: 10s\n", s.provider), 0o600); err != nil {
 		return err
 	}
 	step("starting the real cluster-autoscaler (--cloud-provider=externalgrpc → autoscaler-provider %s; scale-down after 5s unneeded)", s.provider)
-	ca, err := s.spawn("cluster-autoscaler", caBin,
+	ca, err := s.spawn("cluster-autoscaler", s.bin("cluster-autoscaler"),
 		"--cloud-provider=externalgrpc", "--cloud-config="+cloudConfig,
 		"--kubeconfig="+s.creds["cluster-autoscaler"].tenant, "--namespace=kube-system",
 		"--leader-elect=false", "--write-status-configmap=false", "--address=127.0.0.1:0",
-		"--scan-interval=1s", "--expander=random", "--max-node-provision-time=2m",
+		"--scan-interval=1s", "--expander=random", "--max-node-provision-time=3m",
 		"--scale-down-enabled=true", "--scale-down-delay-after-add=1s", "--scale-down-delay-after-delete=0s",
 		"--scale-down-delay-after-failure=1s", "--scale-down-unneeded-time=5s", "--scale-down-unready-time=5s",
 		"--node-delete-delay-after-taint=0s", "--unremovable-node-recheck-timeout=1s",
@@ -81,60 +141,6 @@ func (s *sandbox) storyScale(ctx context.Context) error {
 		return err
 	}
 	s.ca = ca
-
-	step("tenant: scale Deployment default/%s to 2 replicas (the second fits on no existing node)", webApp)
-	if err := s.scaleWeb(ctx, 2); err != nil {
-		return err
-	}
-	if err := s.waitReplicas(ctx, 2, "growing"); err != nil {
-		return err
-	}
-	nodes, err := s.waitNodes(ctx, 2)
-	if err != nil {
-		return err
-	}
-	if err := s.ensureCSINodes(ctx, nodes); err != nil {
-		return err
-	}
-	if _, err := s.waitWebPods(ctx, 2); err != nil {
-		return err
-	}
-
-	step("tenant: scale Deployment default/%s back to 1 replica (one Node becomes empty)", webApp)
-	if err := s.scaleWeb(ctx, 1); err != nil {
-		return err
-	}
-	if err := s.waitReplicas(ctx, 1, "shrinking"); err != nil {
-		return err
-	}
-	var gone []string
-	if err := poll(ctx, "the emptied Node leaving the tenant", func(ctx context.Context) (bool, error) {
-		var list corev1.NodeList
-		if err := tenant.List(ctx, &list); err != nil {
-			return false, err
-		}
-		gone = gone[:0]
-		for _, n := range nodes {
-			if !slices.ContainsFunc(list.Items, func(m corev1.Node) bool { return m.Name == n.Name }) {
-				gone = append(gone, n.Name)
-			}
-		}
-		return len(gone) == 1, nil
-	}); err != nil {
-		return err
-	}
-	for _, n := range nodes {
-		if n.Name == gone[0] {
-			vm, err := infra.VMNameFromProviderID(n.Spec.ProviderID)
-			if err != nil {
-				return err
-			}
-			if err := s.stopCSINode(vm); err != nil {
-				return err
-			}
-			ok("Node %s removed (its VM %s deleted by Cluster API); its csi-node stopped with it", n.Name, vm)
-		}
-	}
 	return nil
 }
 
@@ -151,10 +157,11 @@ func (s *sandbox) scaleWeb(ctx context.Context, n int32) error {
 	})
 }
 
-// waitWebPods waits until n pods of the web Deployment are bound to Nodes and reports where.
+// waitWebPods waits until n pods of the web Deployment run (on a real node) or are bound (on
+// a simulated one, where nothing runs), and reports where.
 func (s *sandbox) waitWebPods(ctx context.Context, n int) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
-	err := poll(ctx, fmt.Sprintf("%d pod(s) of Deployment default/%s scheduled", n, webApp), func(ctx context.Context) (bool, error) {
+	err := poll(ctx, fmt.Sprintf("%d pod(s) of Deployment default/%s running", n, webApp), func(ctx context.Context) (bool, error) {
 		if err := s.componentsAlive(); err != nil {
 			return false, err
 		}
@@ -162,14 +169,26 @@ func (s *sandbox) waitWebPods(ctx context.Context, n int) ([]corev1.Pod, error) 
 		if err := s.env.Tenant.Client.List(ctx, &list, client.InNamespace("default"), client.MatchingLabels{"app": webApp}); err != nil {
 			return false, err
 		}
-		pods = slices.DeleteFunc(list.Items, func(p corev1.Pod) bool { return p.Spec.NodeName == "" || p.DeletionTimestamp != nil })
+		pods = slices.DeleteFunc(list.Items, func(p corev1.Pod) bool {
+			if p.Spec.NodeName == "" || p.DeletionTimestamp != nil {
+				return true
+			}
+			return s.workers.node(p.Spec.NodeName) != nil && p.Status.Phase != corev1.PodRunning
+		})
 		return len(pods) == n && len(list.Items) == n, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range pods {
-		ok("pod default/%s scheduled on %s (kube-scheduler)", p.Name, p.Spec.NodeName)
+		if !s.seen["pod/"+p.Name] {
+			s.seen["pod/"+p.Name] = true
+			if s.workers.node(p.Spec.NodeName) != nil {
+				ok("pod default/%s Running on %s (real node)", p.Name, p.Spec.NodeName)
+			} else {
+				note("pod default/%s bound to %s, a simulated node: nothing runs it", p.Name, p.Spec.NodeName)
+			}
+		}
 	}
 	return pods, nil
 }
@@ -189,6 +208,5 @@ func (s *sandbox) waitReplicas(ctx context.Context, n int32, verb string) error 
 	}); err != nil {
 		return fmt.Errorf("%w; cluster-autoscaler log %s:\n%s", err, s.ca.LogFile, s.ca.Log(1500))
 	}
-	ok("cluster-autoscaler set MachineDeployment %s/%s to %d replicas", infraNS, mdName, n)
 	return nil
 }

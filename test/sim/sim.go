@@ -47,6 +47,9 @@ type Options struct {
 	// IPFamilies are the infra pod network's families, primary first (kubevirt.Options); nil
 	// is dual-stack IPv4 first.
 	IPFamilies []corev1.IPFamily
+	// Kubelets, if set, runs real kubelets for the Cluster API workers it takes (see
+	// capi.Options.Kubelets); the others get the simulated kubelet.
+	Kubelets capi.Kubelets
 }
 
 // Sim is a running simulator. Stop it before the harness.
@@ -102,7 +105,7 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (s *Sim, err err
 	}
 	if err := capi.Setup(ctx, mgr, capi.Options{
 		PhaseDelay: opts.PhaseDelay, Faults: opts.Faults, Tenant: env.Tenant.Client,
-		ExternalCloudProvider: opts.ExternalCloudProvider, ClusterName: opts.ClusterName,
+		ExternalCloudProvider: opts.ExternalCloudProvider, ClusterName: opts.ClusterName, Kubelets: opts.Kubelets,
 	}); err != nil {
 		return s, fmt.Errorf("cluster-api simulator: %w", err)
 	}

@@ -47,11 +47,13 @@ type kubelet struct {
 	// refused: VMIs whose join was failed by the NodeJoin fault point, for good.
 	joined, refused map[types.UID]bool
 	nodes           map[types.NamespacedName]string // VMI → node name, for VMIs that are gone
+	// real: VMIs whose guest runs a real kubelet (Options.Kubelets took them).
+	real map[types.NamespacedName]bool
 }
 
 func newKubelet(b reconcilerBase) *kubelet {
 	return &kubelet{reconcilerBase: b, clock: simmgr.NewStepClock(), joined: map[types.UID]bool{},
-		refused: map[types.UID]bool{}, nodes: map[types.NamespacedName]string{}}
+		refused: map[types.UID]bool{}, nodes: map[types.NamespacedName]string{}, real: map[types.NamespacedName]bool{}}
 }
 
 func (k *kubelet) setupWithManager(mgr manager.Manager) error {
@@ -76,6 +78,9 @@ func (k *kubelet) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		delete(k.nodes, req.NamespacedName)
 		k.mu.Unlock()
 		k.clock.Forget(req.NamespacedName)
+		if err := k.leave(ctx, req.NamespacedName); err != nil {
+			return ctrl.Result{}, err
+		}
 		if ok {
 			return ctrl.Result{}, k.markUnknown(ctx, name, req.NamespacedName)
 		}
@@ -88,7 +93,16 @@ func (k *kubelet) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	k.mu.Unlock()
 
 	if !guestUp(vmi) {
+		if err := k.leave(ctx, req.NamespacedName); err != nil {
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, k.markUnknown(ctx, nodeName, req.NamespacedName)
+	}
+	k.mu.Lock()
+	real := k.real[req.NamespacedName]
+	k.mu.Unlock()
+	if real {
+		return ctrl.Result{}, nil // its real kubelet posts the Node's status
 	}
 	if refused {
 		return ctrl.Result{}, nil
@@ -111,6 +125,18 @@ func (k *kubelet) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 			k.mu.Unlock()
 			return ctrl.Result{}, nil
 		}
+		if k.opts.Kubelets != nil {
+			took, err := k.opts.Kubelets.Join(ctx, vmi, nodeName)
+			if err != nil {
+				return ctrl.Result{}, fmt.Errorf("starting a real kubelet for VMI %s: %w", req.NamespacedName, err)
+			}
+			if took {
+				k.mu.Lock()
+				k.joined[vmi.UID], k.real[req.NamespacedName] = true, true
+				k.mu.Unlock()
+				return ctrl.Result{}, nil
+			}
+		}
 		if err := k.register(ctx, vmi, nodeName); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -119,6 +145,23 @@ func (k *kubelet) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		k.mu.Unlock()
 	}
 	return ctrl.Result{}, k.postStatus(ctx, vmi, nodeName)
+}
+
+// leave stops the real kubelet of a VMI whose guest is gone or down, if it has one.
+func (k *kubelet) leave(ctx context.Context, vmi types.NamespacedName) error {
+	k.mu.Lock()
+	real := k.real[vmi]
+	k.mu.Unlock()
+	if !real {
+		return nil
+	}
+	if err := k.opts.Kubelets.Leave(ctx, vmi); err != nil {
+		return fmt.Errorf("stopping the real kubelet of VMI %s: %w", vmi, err)
+	}
+	k.mu.Lock()
+	delete(k.real, vmi)
+	k.mu.Unlock()
+	return nil
 }
 
 // guestUp reports whether the guest (and so its kubelet) runs: VMI Running, Ready, not being

@@ -7,6 +7,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -47,6 +49,20 @@ type Options struct {
 	// API did before the v1beta2 API. Cluster API v1.14 never sets Failed: the failure is only
 	// in status.deprecated.v1beta1.failureReason/failureMessage and the conditions.
 	LegacyFailedPhase bool
+	// Kubelets, if set, is offered every worker VM whose guest came up (once per boot): a VM
+	// it takes gets a real kubelet that registers the Node itself, and the simulated kubelet
+	// leaves that VM alone. VMs it declines get the simulated kubelet.
+	Kubelets Kubelets
+}
+
+// Kubelets runs real kubelets for some worker VMs (test/harness/node), standing for the
+// kubelet a guest's kubeadm join starts.
+type Kubelets interface {
+	// Join starts a real kubelet for the VMI's guest, registering as nodeName, and reports
+	// whether it did (false: the simulated kubelet joins instead). An error is retried.
+	Join(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance, nodeName string) (bool, error)
+	// Leave stops the real kubelet of a VMI Join took, once the VMI is gone or its guest down.
+	Leave(ctx context.Context, vmi types.NamespacedName) error
 }
 
 // poll is how often a reconciler looks again at what it cannot watch: the tenant apiserver
