@@ -39,7 +39,13 @@ func (s *Server) asAdoptedVolume(dv *cdiv1.DataVolume) (*volume, bool) {
 // readStorage fills access modes, volume mode and capacity from the DataVolume's spec and the
 // capacity annotation (which ControllerExpandVolume raises).
 func (v *volume) readStorage() {
+	if pvc := v.dv.Spec.PVC; pvc != nil && pvc.StorageClassName != nil {
+		v.storageClass = *pvc.StorageClassName // upstream's older DataVolumes
+	}
 	if st := v.dv.Spec.Storage; st != nil {
+		if st.StorageClassName != nil {
+			v.storageClass = *st.StorageClassName
+		}
 		v.accessModes = st.AccessModes
 		if st.VolumeMode != nil {
 			v.volumeMode = *st.VolumeMode
@@ -63,7 +69,7 @@ func (s *Server) RegisterLegacy(r grpc.ServiceRegistrar) {
 func (s *Server) register(r grpc.ServiceRegistrar, name string) {
 	csi.RegisterIdentityServer(r, identity.New(identity.Options{
 		Name:         name,
-		Capabilities: PluginCapabilities(),
+		Capabilities: PluginCapabilities(s.opts.Storage.TopologyEnabled()),
 		Ready:        s.Ready,
 	}))
 	csi.RegisterControllerServer(r, s)

@@ -31,15 +31,28 @@ type volume struct {
 	source      string // AnnContentSource
 	accessModes []corev1.PersistentVolumeAccessMode
 	volumeMode  corev1.PersistentVolumeMode
+	// storageClass is the DataVolume's infra StorageClass; zones are the zones it reaches
+	// (storage.topology; nil: every zone, or topology off).
+	storageClass string
+	zones        []string
 }
 
 // asVolume reads dv as a volume of this tenant's csi-controller, or reports false: the
 // DataVolume must be owned by us (pkg/infra) and its name must be VolumeID of the CSI name it
 // is annotated with, so neither a relabelled foreign DataVolume nor a renamed one passes.
 func (s *Server) asVolume(dv *cdiv1.DataVolume) (*volume, bool) {
+	v, ok := s.asNativeVolume(dv)
 	if tccsi.IsLegacyVolumeID(dv.Name) {
-		return s.asAdoptedVolume(dv)
+		v, ok = s.asAdoptedVolume(dv)
 	}
+	if ok && s.opts.Storage.TopologyEnabled() {
+		v.zones = s.opts.Storage.ClassZones(v.storageClass)
+	}
+	return v, ok
+}
+
+// asNativeVolume reads dv as a volume csi-controller created under its own volume ID.
+func (s *Server) asNativeVolume(dv *cdiv1.DataVolume) (*volume, bool) {
 	if !s.scope.OwnedBy(dv, Component) || !IsVolumeID(dv.Name) {
 		return nil, false
 	}
@@ -67,7 +80,8 @@ func (v *volume) succeeded() bool { return v.dv.Status.Phase == cdiv1.Succeeded 
 
 // csi is the volume as CSI reports it.
 func (v *volume) csi() *csi.Volume {
-	return &csi.Volume{VolumeId: v.id, CapacityBytes: v.capacity, ContentSource: contentSourceOf(v.source)}
+	return &csi.Volume{VolumeId: v.id, CapacityBytes: v.capacity, ContentSource: contentSourceOf(v.source),
+		AccessibleTopology: accessibleTopology(v.zones)}
 }
 
 func contentSourceOf(ann string) *csi.VolumeContentSource {

@@ -60,6 +60,9 @@ func (s *Server) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 	if v.terminating() || !v.succeeded() {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %q is not ready to be published (%s)", id, describeDataVolume(v.dv))
 	}
+	if err := s.checkReachable(ctx, v, vm.Name); err != nil {
+		return nil, err
+	}
 	s.ensureClusterOwner(ctx, v.dv)
 	if singleAttach(v.accessModes) {
 		att, err := s.attachments(ctx)

@@ -107,10 +107,12 @@ type Options struct {
 type Server struct {
 	csi.UnimplementedControllerServer
 
-	opts     Options
-	scope    infra.Scope
-	infra    *infra.Client
-	sub      *infra.Subresources
+	opts  Options
+	scope infra.Scope
+	infra *infra.Client
+	sub   *infra.Subresources
+	// nodes reads the zone of infra Nodes; nil unless topology is configured.
+	nodes    *infra.NodeTopology
 	notify   *notifier
 	inflight *inflight.Guard
 
@@ -156,6 +158,12 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("csi controller: %w", err)
 	}
+	var nodes *infra.NodeTopology
+	if opts.Storage.TopologyEnabled() {
+		if nodes, err = infra.NewNodeTopology(opts.Infra); err != nil {
+			return nil, fmt.Errorf("csi controller: %w", err)
+		}
+	}
 	b, rec, err := infra.NewEventBroadcaster(opts.Infra, "tenantcloud-"+Component)
 	if err != nil {
 		return nil, fmt.Errorf("csi controller: %w", err)
@@ -165,6 +173,7 @@ func New(opts Options) (*Server, error) {
 		scope:       opts.Scope,
 		infra:       ic,
 		sub:         sub,
+		nodes:       nodes,
 		notify:      newNotifier(),
 		inflight:    inflight.New(),
 		broadcaster: b,
@@ -239,14 +248,19 @@ func (s *Server) Ready(ctx context.Context) error {
 	return s.sub.Reachable(ctx)
 }
 
-// PluginCapabilities is what the controller's Identity advertises: a controller service and
-// online expansion. Topology is not advertised: LINSTOR volumes are reachable from every infra
-// node (DRBD), so no volume is confined to a zone.
-func PluginCapabilities() []*csi.PluginCapability {
-	return []*csi.PluginCapability{
+// PluginCapabilities is what the controller's Identity advertises: a controller service,
+// online expansion and, when the config has a volume topology, accessibility constraints.
+// Without one no volume is confined to a zone (LINSTOR volumes are reachable from every infra
+// node through DRBD), so topology is not advertised and the CO sends no requirements.
+func PluginCapabilities(topology bool) []*csi.PluginCapability {
+	caps := []*csi.PluginCapability{
 		identity.Service(csi.PluginCapability_Service_CONTROLLER_SERVICE),
 		identity.Expansion(csi.PluginCapability_VolumeExpansion_ONLINE),
 	}
+	if topology {
+		caps = append(caps, identity.Service(csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS))
+	}
+	return caps
 }
 
 // Register adds the Identity and Controller services to r.

@@ -66,7 +66,7 @@ func TestProbeNotReadyWithoutInfra(t *testing.T) {
 	if err := s.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "not synced") {
 		t.Errorf("Ready before Start = %v", err)
 	}
-	ids := identity.New(identity.Options{Capabilities: PluginCapabilities(), Ready: s.Ready})
+	ids := identity.New(identity.Options{Capabilities: PluginCapabilities(false), Ready: s.Ready})
 	rsp, err := ids.Probe(context.Background(), &csi.ProbeRequest{})
 	if err != nil || rsp.GetReady().GetValue() {
 		t.Errorf("Probe = %v, %v; want not ready", rsp, err)

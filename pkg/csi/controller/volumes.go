@@ -57,15 +57,20 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
 	}
+	where, err := place(s.opts.Storage, params.storageClass, name, req.GetAccessibilityRequirements())
+	if err != nil {
+		return nil, err
+	}
+	params.storageClass = where.storageClass
 	want := s.newDataVolume(id, name, params, layout, size, src, contentSourceAnnotation(req.GetVolumeContentSource()))
-	if err := s.ensureDataVolume(ctx, want, req.GetCapacityRange()); err != nil {
+	if err := s.ensureDataVolume(ctx, want, req); err != nil {
 		return nil, err
 	}
 	v, err := s.waitSucceeded(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	logger.V(2).Info("Volume ready", "capacity", v.capacity, "storageClass", params.storageClass)
+	logger.V(2).Info("Volume ready", "capacity", v.capacity, "storageClass", v.storageClass, "zones", v.zones)
 	return &csi.CreateVolumeResponse{Volume: v.csi()}, nil
 }
 
@@ -148,13 +153,13 @@ func (s *Server) newDataVolume(id, name string, p volumeParams, layout infraLayo
 
 // ensureDataVolume creates want unless a DataVolume of that name exists, in which case it must
 // be the same volume (a retry) or the call fails with AlreadyExists.
-func (s *Server) ensureDataVolume(ctx context.Context, want *cdiv1.DataVolume, r *csi.CapacityRange) error {
+func (s *Server) ensureDataVolume(ctx context.Context, want *cdiv1.DataVolume, req *csi.CreateVolumeRequest) error {
 	for attempt := 0; ; attempt++ {
 		existing := &cdiv1.DataVolume{}
 		err := s.reader().Get(ctx, client.ObjectKeyFromObject(want), existing)
 		switch {
 		case err == nil:
-			return s.sameVolume(existing, want, r)
+			return s.sameVolume(existing, want, req)
 		case !apierrors.IsNotFound(err):
 			return apiError(err, "looking up DataVolume %s/%s", want.Namespace, want.Name)
 		}
@@ -171,7 +176,8 @@ func (s *Server) ensureDataVolume(ctx context.Context, want *cdiv1.DataVolume, r
 }
 
 // sameVolume decides whether an existing DataVolume is the one a retried CreateVolume asks for.
-func (s *Server) sameVolume(existing, want *cdiv1.DataVolume, r *csi.CapacityRange) error {
+func (s *Server) sameVolume(existing, want *cdiv1.DataVolume, req *csi.CreateVolumeRequest) error {
+	r := req.GetCapacityRange()
 	name := want.Annotations[AnnVolumeName]
 	v, ok := s.asVolume(existing)
 	if !ok {
@@ -193,7 +199,7 @@ func (s *Server) sameVolume(existing, want *cdiv1.DataVolume, r *csi.CapacityRan
 	case v.volumeMode != wantMode:
 		return status.Errorf(codes.AlreadyExists, "volume %q exists with infra volume mode %s, not %s", name, v.volumeMode, wantMode)
 	}
-	return nil
+	return checkAccessible(v, s.opts.Storage, req.GetAccessibilityRequirements())
 }
 
 // createWithinQuota checks the quotas and creates dv under quotaMu, and waits until the cache

@@ -1,13 +1,20 @@
 package deploy_test
 
 import (
+	"context"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
 	"github.com/tenantcloud/tenantcloud/pkg/config"
+	"github.com/tenantcloud/tenantcloud/test/chartrender"
 )
 
 // TestLint runs helm lint --strict on both charts with the values the tests use.
@@ -95,4 +102,48 @@ func TestTenantChartDryRun(t *testing.T) {
 func unstructuredString(obj map[string]any, fields ...string) (string, bool, error) {
 	v, ok, err := unstructured.NestedString(obj, fields...)
 	return strings.TrimSpace(v), ok, err
+}
+
+// TestCSIControllerTopology: with config.storage.topology the chart turns on csi-provisioner's
+// Topology feature gate and grants csi-controller exactly get on Nodes as a ClusterRole;
+// without it, neither. The rendered config carries the topology to the program,
+// and topology without the ccm's node zones is refused at render time.
+func TestCSIControllerTopology(t *testing.T) {
+	const ns = "deploy-topo"
+	name := release + "-csi-controller"
+	cr := "tenantcloud-" + ns + "-" + name
+	topo := append(slices.Clone(mgmtSets), "config.storage.topology.replicated.zones={zone-a,zone-b}")
+	objs := render(t, "tenantcloud", ns, topo...)
+	role := &rbacv1.ClusterRole{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, objs, "ClusterRole", cr).Object, role); err != nil {
+		t.Fatal(err)
+	}
+	if want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}}}; !reflect.DeepEqual(role.Rules, want) {
+		t.Errorf("ClusterRole %s rules %v, want exactly get nodes", cr, role.Rules)
+	}
+	find(t, objs, "ClusterRoleBinding", cr)
+	args, err := chartrender.ContainerArgs(objs, "Deployment", name, "csi-provisioner")
+	if err != nil || !slices.Contains(args, "--feature-gates=Topology=true") {
+		t.Errorf("csi-provisioner args %v (%v): want --feature-gates=Topology=true", args, err)
+	}
+	raw, _, _ := unstructuredString(find(t, objs, "Secret", release+"-config").Object, "stringData", "config.yaml")
+	cfg, err := config.Parse([]byte(raw))
+	if err != nil || !reflect.DeepEqual(cfg.Storage.ClassZones("replicated"), []string{"zone-a", "zone-b"}) {
+		t.Errorf("rendered config: %v, topology %+v", err, cfg)
+	}
+
+	off := render(t, "tenantcloud", ns, mgmtSets...)
+	if chartrender.Find(off, "ClusterRole", cr) != nil {
+		t.Errorf("ClusterRole %s rendered without topology", cr)
+	}
+	if args, _ := chartrender.ContainerArgs(off, "Deployment", name, "csi-provisioner"); slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, "Topology") }) {
+		t.Errorf("csi-provisioner args %v mention Topology without topology configured", args)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	noZones := append(slices.Clone(topo), "ccm.nodeZones=false")
+	if _, err := chartrender.Template(ctx, helmBin(t), "tenantcloud", release, ns, noZones...); err == nil || !strings.Contains(err.Error(), "needs ccm.nodeZones=true") {
+		t.Errorf("topology without ccm.nodeZones rendered: %v", err)
+	}
 }
