@@ -31,8 +31,13 @@ func recordChildren(binDir string) error {
 	return os.WriteFile(filepath.Join(recordDir(binDir), strconv.Itoa(os.Getpid())), []byte(strings.Join(lines, "\n")), 0o644)
 }
 
+// forgetChildren drops the record of children that have exited. Another Env of this process
+// (a test that starts a second pair of clusters) may still run, so what still runs stays
+// recorded.
 func forgetChildren(binDir string) {
-	_ = os.Remove(filepath.Join(recordDir(binDir), strconv.Itoa(os.Getpid())))
+	if err := recordChildren(binDir); err != nil || len(childPIDs(os.Getpid())) == 0 {
+		_ = os.Remove(filepath.Join(recordDir(binDir), strconv.Itoa(os.Getpid())))
+	}
 }
 
 // reapOrphans kills processes recorded by harnesses whose test binary no longer runs. A PID is

@@ -112,7 +112,7 @@ func (b *Balancer) GetLoadBalancer(ctx context.Context, _ string, svc *corev1.Se
 	if err != nil {
 		return nil, false, err
 	}
-	st := Ingress(infraSvc.Status.LoadBalancer)
+	st := Ingress(infraSvc.Status.LoadBalancer, svc)
 	return &st, true, nil
 }
 
@@ -212,7 +212,7 @@ func (b *Balancer) ensureInfra(ctx context.Context, svc *corev1.Service) (*corev
 			return nil, err
 		}
 		b.endpoints.enqueue(keyOf(svc))
-		st := Ingress(created.Status.LoadBalancer)
+		st := Ingress(created.Status.LoadBalancer, svc)
 		return &st, nil
 	case err != nil:
 		return nil, err
@@ -237,7 +237,7 @@ func (b *Balancer) ensureInfra(ctx context.Context, svc *corev1.Service) (*corev
 		result = merged
 	}
 	b.endpoints.enqueue(keyOf(svc))
-	st := Ingress(result.Status.LoadBalancer)
+	st := Ingress(result.Status.LoadBalancer, svc)
 	return &st, nil
 }
 
@@ -260,7 +260,15 @@ func (b *Balancer) create(ctx context.Context, svc, desired *corev1.Service) (*c
 	if _, err := b.infra.AddClusterOwner(ctx, desired); err != nil {
 		return nil, fmt.Errorf("infra Service %s/%s: %w", desired.Namespace, desired.Name, err)
 	}
-	if err := b.infra.Client().Create(ctx, desired); err != nil {
+	err := b.infra.Client().Create(ctx, desired)
+	if fams, ok := createFamilies(svc, desired); ok && familyUnavailable(err) != "" {
+		// PreferDualStack and the infra cluster lacks the tenant's primary family: it is
+		// single-stack in the other one, which the tenant has too.
+		klog.FromContext(ctx).V(2).Info("Infra cluster lacks the primary IP family; asking for the second", "service", klog.KObj(svc), "families", fams)
+		desired.Spec.IPFamilies = fams
+		err = b.infra.Client().Create(ctx, desired)
+	}
+	if err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			// The name is derived from the UID, so an object we cannot see through GetOwned is
 			// not ours (or is ours and the cache lags: the next sync settles it).
@@ -333,6 +341,9 @@ func (b *Balancer) isPending(svc *corev1.Service) bool {
 // infraWriteError reports an infra apiserver refusal (Invalid, Forbidden: a request the infra
 // cluster cannot satisfy, e.g. RequireDualStack on a single-stack cluster) to the tenant.
 func (b *Balancer) infraWriteError(svc *corev1.Service, verb string, obj *corev1.Service, err error) error {
+	if why := familyUnavailable(err); why != "" {
+		return refuse(ReasonIPFamilyUnavailable, "%s; the load balancer was not %s (%s)", familyRefusal(svc), map[string]string{"creating": "created", "updating": "changed"}[verb], why)
+	}
 	var st apierrors.APIStatus
 	if (apierrors.IsInvalid(err) || apierrors.IsForbidden(err)) && errors.As(err, &st) {
 		b.warn(svc, ReasonInfraServiceRefused, "the infra cluster refused the load balancer: "+st.Status().Message)

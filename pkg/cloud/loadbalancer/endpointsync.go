@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 
@@ -147,7 +148,8 @@ func infraTargetChanged(oldObj, newObj any) bool {
 }
 
 // infraServiceHandler syncs endpoints once our infra Service is in the cache (EnsureLoadBalancer
-// enqueues right after creating it, possibly before the informer has it).
+// enqueues right after creating it, possibly before the informer has it) and when its traffic
+// policy or IP families change (the families decide which slices it gets).
 func (e *endpointSync) infraServiceHandler() toolscache.ResourceEventHandler {
 	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
@@ -160,7 +162,8 @@ func (e *endpointSync) infraServiceHandler() toolscache.ResourceEventHandler {
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*corev1.Service)
 			n, ok2 := newObj.(*corev1.Service)
-			if ok1 && ok2 && (o.Spec.ExternalTrafficPolicy != n.Spec.ExternalTrafficPolicy || o.UID != n.UID) {
+			if ok1 && ok2 && (o.Spec.ExternalTrafficPolicy != n.Spec.ExternalTrafficPolicy || o.UID != n.UID ||
+				!slices.Equal(o.Spec.IPFamilies, n.Spec.IPFamilies)) {
 				if key, ok := e.b.tenantKey(n); ok {
 					e.q.add(key)
 				}
@@ -202,6 +205,11 @@ func (e *endpointSync) sync(ctx context.Context, key types.NamespacedName) error
 	eps, skipped := MapEndpoints(tenantSlices, e.b.resolver(ctx, t))
 	e.report(svc, skipped)
 	for _, fam := range []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol} {
+		if !ServesFamily(infraSvc, fam) {
+			// As the EndpointSlice controller does: slices only of the Service's families
+			// (one left from before a family change is deleted).
+			eps[fam] = nil
+		}
 		if err := e.apply(ctx, svc, infraSvc, fam, eps[fam]); err != nil {
 			return err
 		}

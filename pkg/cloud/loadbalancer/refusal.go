@@ -27,6 +27,9 @@ const (
 	ReasonEndpointSkipped     = "LoadBalancerEndpointSkipped"
 	ReasonExternalIPsIgnored  = "LoadBalancerExternalIPsIgnored"
 	ReasonInfraServiceRefused = "LoadBalancerInfraRefused"
+	// ReasonIPFamilyUnavailable: the tenant asked for an IP family (RequireDualStack: both)
+	// the infra cluster does not serve; nothing was created or changed.
+	ReasonIPFamilyUnavailable = "LoadBalancerIPFamilyUnavailable"
 )
 
 func refuse(reason, format string, args ...any) *Refusal {

@@ -3,6 +3,7 @@ package loadbalancer
 import (
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -83,33 +84,10 @@ func DesiredService(svc *corev1.Service, p Policy) (*corev1.Service, error) {
 	} else {
 		out.Spec.Selector = WorkerSelector(p.Scope)
 	}
-	out.Spec.IPFamilyPolicy, out.Spec.IPFamilies = ipFamilies(svc)
+	if out.Spec.IPFamilyPolicy, out.Spec.IPFamilies, err = ipFamilies(svc); err != nil {
+		return nil, err
+	}
 	return out, nil
-}
-
-// ipFamilies mirrors the tenant's IP family request. PreferDualStack keeps only the primary
-// family so a single-stack infra cluster degrades gracefully (it would reject an explicit
-// second family); RequireDualStack is passed on as it is and fails loudly on such a cluster.
-func ipFamilies(svc *corev1.Service) (*corev1.IPFamilyPolicy, []corev1.IPFamily) {
-	policy := svc.Spec.IPFamilyPolicy
-	fams := svc.Spec.IPFamilies
-	if policy == nil {
-		if len(fams) == 0 {
-			return nil, nil
-		}
-		return nil, fams[:1:1]
-	}
-	switch *policy {
-	case corev1.IPFamilyPolicyPreferDualStack:
-		if len(fams) > 0 {
-			fams = fams[:1:1]
-		}
-	case corev1.IPFamilyPolicySingleStack:
-		if len(fams) > 1 {
-			fams = fams[:1:1]
-		}
-	}
-	return ptr.To(*policy), append([]corev1.IPFamily(nil), fams...)
 }
 
 // sourceRanges validates the tenant's loadBalancerSourceRanges (spec field, else the legacy
@@ -181,42 +159,29 @@ func mergePorts(existing, desired []corev1.ServicePort) []corev1.ServicePort {
 	return out
 }
 
-// mergeFamilies keeps the infra Service's primary family (immutable once set) and follows the
-// desired policy for the secondary: dropped for SingleStack, kept if the infra apiserver added
-// one for PreferDualStack, requested for RequireDualStack.
-func mergeFamilies(existing, desired []corev1.IPFamily, policy corev1.IPFamilyPolicy) []corev1.IPFamily {
-	if len(existing) == 0 {
-		return desired
-	}
-	switch policy {
-	case corev1.IPFamilyPolicySingleStack:
-		return existing[:1:1]
-	case corev1.IPFamilyPolicyPreferDualStack:
-		return existing
-	default:
-		if len(existing) == 1 && len(desired) == 2 {
-			return []corev1.IPFamily{existing[0], otherFamily(existing[0])}
-		}
-		return existing
-	}
-}
-
-func otherFamily(f corev1.IPFamily) corev1.IPFamily {
-	if f == corev1.IPv4Protocol {
-		return corev1.IPv6Protocol
-	}
-	return corev1.IPv4Protocol
-}
-
-// Ingress maps the infra Service's MetalLB-written status to the tenant Service's: addresses
-// only (and their ipMode); anything that does not parse as an IP is dropped.
-func Ingress(infraStatus corev1.LoadBalancerStatus) corev1.LoadBalancerStatus {
+// Ingress maps the infra Service's MetalLB-written status to tenant Service svc's: addresses
+// only (and their ipMode), in the order of svc's spec.ipFamilies, and only of those families
+// (kube-proxy serves a Service's load-balancer addresses of its own families only; a dual-stack
+// infra cluster gives a PreferDualStack Service of a single-stack tenant a second address the
+// tenant cannot serve). Anything that does not parse as an IP is dropped. A Service without
+// families (never from an apiserver) keeps every address in MetalLB's order.
+func Ingress(infraStatus corev1.LoadBalancerStatus, svc *corev1.Service) corev1.LoadBalancerStatus {
 	var out corev1.LoadBalancerStatus
+	rank := func(a netip.Addr) int {
+		if len(svc.Spec.IPFamilies) == 0 {
+			return 0
+		}
+		return slices.Index(svc.Spec.IPFamilies, familyOf(a))
+	}
 	for _, in := range infraStatus.Ingress {
-		if _, err := netip.ParseAddr(in.IP); err != nil {
+		a, err := netip.ParseAddr(in.IP)
+		if err != nil || rank(a) < 0 {
 			continue
 		}
 		out.Ingress = append(out.Ingress, corev1.LoadBalancerIngress{IP: in.IP, IPMode: in.IPMode})
 	}
+	slices.SortStableFunc(out.Ingress, func(x, y corev1.LoadBalancerIngress) int {
+		return rank(netip.MustParseAddr(x.IP)) - rank(netip.MustParseAddr(y.IP))
+	})
 	return out
 }

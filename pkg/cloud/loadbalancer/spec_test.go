@@ -122,27 +122,6 @@ func TestDesiredService(t *testing.T) {
 	})
 }
 
-func TestIPFamilies(t *testing.T) {
-	v4, v6 := corev1.IPv4Protocol, corev1.IPv6Protocol
-	tests := []struct {
-		policy     corev1.IPFamilyPolicy
-		fams       []corev1.IPFamily
-		wantPolicy corev1.IPFamilyPolicy
-		wantFams   []corev1.IPFamily
-	}{
-		{corev1.IPFamilyPolicySingleStack, []corev1.IPFamily{v6}, corev1.IPFamilyPolicySingleStack, []corev1.IPFamily{v6}},
-		{corev1.IPFamilyPolicyPreferDualStack, []corev1.IPFamily{v4, v6}, corev1.IPFamilyPolicyPreferDualStack, []corev1.IPFamily{v4}},
-		{corev1.IPFamilyPolicyPreferDualStack, []corev1.IPFamily{v6, v4}, corev1.IPFamilyPolicyPreferDualStack, []corev1.IPFamily{v6}},
-		{corev1.IPFamilyPolicyRequireDualStack, []corev1.IPFamily{v4, v6}, corev1.IPFamilyPolicyRequireDualStack, []corev1.IPFamily{v4, v6}},
-	}
-	for _, tt := range tests {
-		pol, fams := ipFamilies(tenantSvc(func(s *corev1.Service) { s.Spec.IPFamilyPolicy = &tt.policy; s.Spec.IPFamilies = tt.fams }))
-		if *pol != tt.wantPolicy || !reflect.DeepEqual(fams, tt.wantFams) {
-			t.Errorf("%s %v: got %s %v, want %s %v", tt.policy, tt.fams, *pol, fams, tt.wantPolicy, tt.wantFams)
-		}
-	}
-}
-
 func TestMerge(t *testing.T) {
 	p := testPolicy()
 	desired, err := DesiredService(tenantSvc(nil), p)
@@ -207,22 +186,6 @@ func TestMergeKeepsInfraNodePorts(t *testing.T) {
 	desired := []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(30081)}}
 	got := mergePorts(existing, desired)
 	if got[0].NodePort != 31234 || got[0].TargetPort.IntVal != 30081 {
-		t.Fatalf("got %+v", got)
-	}
-}
-
-func TestIngress(t *testing.T) {
-	in := corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{
-		{IP: "192.0.2.1", IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)},
-		{Hostname: "evil.example.com"},
-		{IP: "not-an-ip"},
-		{IP: "2001:db8::1", Ports: []corev1.PortStatus{{Port: 80}}},
-	}}
-	want := corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{
-		{IP: "192.0.2.1", IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)},
-		{IP: "2001:db8::1"},
-	}}
-	if got := Ingress(in); !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v", got)
 	}
 }

@@ -107,7 +107,7 @@ func (s *statusSync) sync(ctx context.Context, key types.NamespacedName) error {
 	if err != nil {
 		return err
 	}
-	want := Ingress(infraSvc.Status.LoadBalancer)
+	want := Ingress(infraSvc.Status.LoadBalancer, svc)
 	if servicehelper.LoadBalancerStatusEqual(&svc.Status.LoadBalancer, &want) {
 		return nil
 	}

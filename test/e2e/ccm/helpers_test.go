@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
+	"github.com/tenantcloud/tenantcloud/test/e2e/tenantlb"
 )
 
 // eventually polls cond until it holds; errors are remembered and retried, as the clusters
@@ -60,17 +61,7 @@ func (s *suite) namespace(t testing.TB, prefix string) string {
 // deletes it, waiting for its infra Service to go, when the test ends.
 func (s *suite) lbService(t testing.TB, ns, name string, mut func(*corev1.Service)) *corev1.Service {
 	t.Helper()
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{
-			Type:     corev1.ServiceTypeLoadBalancer,
-			Selector: map[string]string{"app": name},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
-		},
-	}
-	if mut != nil {
-		mut(svc)
-	}
+	svc := tenantlb.New(ns, name, mut)
 	if err := s.tenant.Create(s.ctx, svc); err != nil {
 		t.Fatalf("creating tenant Service %s/%s: %v", ns, name, err)
 	}
