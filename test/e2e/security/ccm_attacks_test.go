@@ -12,13 +12,13 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/test/e2e/tenantlb"
 	"github.com/tenantcloud/tenantcloud/test/infrastate"
 )
 
@@ -27,21 +27,9 @@ import (
 // EndpointSlices are gone, so the next row starts from the same infra state.
 func (w *world) lbService(t *testing.T, name string, mut func(*corev1.Service)) *corev1.Service {
 	t.Helper()
-	ns := "attack-" + strings.ToLower(rand.String(5))
-	w.create(t, w.tenant, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{
-			Type:     corev1.ServiceTypeLoadBalancer,
-			Selector: map[string]string{"app": name},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
-		},
-	}
-	if mut != nil {
-		mut(svc)
-	}
-	if err := w.tenant.Create(w.ctx, svc); err != nil {
-		t.Fatalf("creating tenant Service %s: %v", name, err)
+	svc, err := tenantlb.Create(w.ctx, w.tenant, "attack", name, mut)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := w.tenant.Delete(w.ctx, svc); client.IgnoreNotFound(err) != nil {
@@ -85,18 +73,9 @@ func (w *world) infraKeys(t *testing.T, svc *corev1.Service) []string {
 func (w *world) waitEvent(t *testing.T, obj client.Object, reason string) string {
 	t.Helper()
 	var msg string
-	w.eventually(t, reason+" event on "+obj.GetName(), func() (bool, error) {
-		var events corev1.EventList
-		if err := w.tenant.List(w.ctx, &events, client.InNamespace(obj.GetNamespace())); err != nil {
-			return false, err
-		}
-		for _, e := range events.Items {
-			if e.InvolvedObject.UID == obj.GetUID() && e.Reason == reason {
-				msg = e.Message
-				return e.Type == corev1.EventTypeWarning, nil
-			}
-		}
-		return false, nil
+	w.eventually(t, reason+" Warning on "+obj.GetName(), func() (found bool, err error) {
+		msg, found, err = tenantlb.Warning(w.ctx, w.tenant, obj, reason)
+		return found, err
 	})
 	return msg
 }
@@ -208,6 +187,18 @@ func loadBalancerAttacks() []attack {
 			}
 			return refused(fmt.Sprintf("infra health-check port %d ≠ %d", in.Spec.HealthCheckNodePort, hc), w.infraKeys(t, svc)...)
 		}},
+		// The tenant cluster is dual-stack, the management cluster single-stack IPv4: the
+		// tenant's IP family request is checked against what the infra can serve, and a
+		// dual-stack address request against the grant, family by family.
+		{"5h", "LB RequireDualStack on a single-stack infra cluster", "Warning IPFamilyUnavailable, no infra Service",
+			simple("dual", loadbalancer.ReasonIPFamilyUnavailable, tenantlb.Families(corev1.IPFamilyPolicyRequireDualStack, corev1.IPv4Protocol, corev1.IPv6Protocol))},
+		{"5i", "LB SingleStack IPv6, a family the infra cluster lacks", "Warning IPFamilyUnavailable, no infra Service",
+			simple("v6", loadbalancer.ReasonIPFamilyUnavailable, tenantlb.Families(corev1.IPFamilyPolicySingleStack, corev1.IPv6Protocol))},
+		{"5j", "LB dual-stack IPs, the IPv6 one outside the grant", "Warning IPNotAllowed, no infra Service",
+			simple("dual-ips", loadbalancer.ReasonIPNotAllowed, func(svc *corev1.Service) {
+				tenantlb.Families(corev1.IPFamilyPolicyPreferDualStack, corev1.IPv4Protocol, corev1.IPv6Protocol)(svc)
+				ann(loadbalancer.AnnLoadBalancerIPs, "192.0.2.6,2001:db8:ffff::6")(svc)
+			})},
 	}
 }
 

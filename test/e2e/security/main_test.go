@@ -45,5 +45,7 @@ func TestMain(m *testing.M) {
 			return s.Stop, nil
 		}
 	}
-	os.Exit(harness.MainWith(m, &env, setup))
+	// A dual-stack tenant on a single-stack (IPv4) management cluster: the tenant can ask for
+	// both families, which the infra cannot serve (attacks 5h-5j).
+	os.Exit(harness.MainWithOptions(m, &env, harness.Options{TenantDualStack: true}, setup))
 }
