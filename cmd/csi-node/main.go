@@ -50,6 +50,9 @@ type options struct {
 	maxVolumesPerNode int
 	deviceWaitTimeout time.Duration
 	resolveTimeout    time.Duration
+	// requireZone: volume topology is on, so the node must report its zone (see
+	// node.ResolveIdentity).
+	requireZone bool
 	// registrationDir and kubeletRegistrationPath: built-in plugin registration (see
 	// pkg/csi/registration), off when registrationDir is empty.
 	registrationDir         string
@@ -73,7 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fs.StringVar(&o.kubeletDir, "kubelet-dir", node.DefaultKubeletDir, "kubelet root directory; every staging and target path must be inside it")
 			fs.IntVar(&o.maxVolumesPerNode, "max-volumes-per-node", node.DefaultMaxVolumesPerNode, "volumes this node reports it can attach")
 			fs.DurationVar(&o.deviceWaitTimeout, "device-wait-timeout", node.DefaultDeviceWaitTimeout, "how long to wait for a hot-plugged disk to appear in --device-dir")
-			fs.DurationVar(&o.resolveTimeout, "node-resolve-timeout", 2*time.Minute, "how long to wait for the tenant Node's providerID at startup")
+			fs.DurationVar(&o.resolveTimeout, "node-resolve-timeout", 2*time.Minute, "how long to wait for the tenant Node's providerID (and, with --require-zone, its zone label) at startup")
+			fs.BoolVar(&o.requireZone, "require-zone", false, "volume topology is on: wait for the tenant Node's "+node.TopologyZoneKey+" label (the ccm sets it when it initialises the Node) and fail if it does not come within --node-resolve-timeout, rather than register without a zone")
 			fs.StringVar(&o.driverName, "driver-name", tccsi.DriverName, "CSI driver name to serve: "+tccsi.DriverName+", or "+tccsi.LegacyDriverName+" for a second instance (its own --endpoint and registration) that serves the PVs adopted from the upstream KubeVirt CSI driver (docs/migration.md)")
 			fs.StringVar(&o.registrationDir, "plugin-registration-dir", "", "register the driver with the kubelet itself by serving its plugin-registration API in this directory (the kubelet's plugins_registry, as mounted here); empty = leave registration to a node-driver-registrar sidecar")
 			fs.StringVar(&o.kubeletRegistrationPath, "kubelet-registration-path", "", "path of the CSI socket as the kubelet sees it on the node, for --plugin-registration-dir; empty = the --endpoint's path")
@@ -190,7 +194,7 @@ func driverName(ctx context.Context, endpoint string) (string, error) {
 // identity is --node-id if given; otherwise it is read from the tenant Node, through the
 // tenant API only (the config's tenantKubeconfig, or in-cluster credentials).
 func (o *options) identity(ctx context.Context, cfg *config.Config) (node.Identity, error) {
-	if o.nodeID != "" {
+	if o.nodeID != "" && !o.requireZone {
 		return node.Identity{NodeID: o.nodeID}, nil
 	}
 	nodeName := o.nodeName
@@ -198,6 +202,9 @@ func (o *options) identity(ctx context.Context, cfg *config.Config) (node.Identi
 		nodeName = os.Getenv(nodeNameEnv)
 	}
 	if nodeName == "" {
+		if o.requireZone {
+			return node.Identity{}, fmt.Errorf("--require-zone reads the zone from the tenant Node: set --node-name (or $%s)", nodeNameEnv)
+		}
 		return node.Identity{}, fmt.Errorf("cannot tell which VM this is: set --node-id, or --node-name (or $%s) to read it from the tenant Node's providerID", nodeNameEnv)
 	}
 	restCfg, err := tenantRESTConfig(cfg.TenantKubeconfig)
@@ -208,9 +215,12 @@ func (o *options) identity(ctx context.Context, cfg *config.Config) (node.Identi
 	if err != nil {
 		return node.Identity{}, err
 	}
-	id, err := node.ResolveIdentity(ctx, nodes, nodeName, o.resolveTimeout)
+	id, err := node.ResolveIdentity(ctx, nodes, nodeName, o.resolveTimeout, o.requireZone)
 	if err != nil {
 		return node.Identity{}, fmt.Errorf("resolving the node ID: %w", err)
+	}
+	if o.nodeID != "" {
+		id.NodeID = o.nodeID
 	}
 	return id, nil
 }

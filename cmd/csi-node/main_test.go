@@ -33,6 +33,9 @@ func TestRun(t *testing.T) {
 		// Without --node-id, --node-name or $NODE_NAME there is no way to learn the VM name.
 		{[]string{"--config", cfg}, 1, "cannot tell which VM this is: set --node-id, or --node-name"},
 		{[]string{"--config", cfg, "--node-id", "kubevirt://vm-1", "--kubelet-dir", t.TempDir()}, 1, `node ID "kubevirt://vm-1" is not a VM name`},
+		{[]string{"--help"}, 0, `--require-zone`},
+		// The zone comes from the tenant Node, so --node-id alone cannot serve topology.
+		{[]string{"--config", cfg, "--node-id", "vm-1", "--require-zone"}, 1, "--require-zone reads the zone from the tenant Node: set --node-name"},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer

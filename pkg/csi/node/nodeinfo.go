@@ -61,6 +61,14 @@ func IdentityFromNode(n *corev1.Node) (Identity, error) {
 // errNoProviderID marks a Node whose providerID is not set yet; it is worth waiting for.
 var errNoProviderID = errors.New("spec.providerID is not set yet")
 
+// errNoZone marks a Node without the zone label when topology needs it; the ccm sets the label
+// when it initialises the Node, so it is worth waiting for too.
+var errNoZone = errors.New("no " + TopologyZoneKey + " label yet: the ccm sets it from the infra Node running the VM when it initialises the Node (management chart ccm.nodeZones=true)")
+
+// taintUninitialized is the taint the kubelet (--cloud-provider=external) puts on a new Node and
+// the ccm removes once it has initialised it.
+const taintUninitialized = "node.cloudprovider.kubernetes.io/uninitialized"
+
 // resolvePollInterval is how often ResolveIdentity re-reads the Node; a variable for tests.
 var resolvePollInterval = 2 * time.Second
 
@@ -74,8 +82,14 @@ type NodeGetter interface {
 // ResolveIdentity reads the tenant Node nodeName and derives the identity from its providerID
 // and zone label. A Node that is missing or has no providerID yet is polled until timeout:
 // the DaemonSet pod may start before the kubelet or the cloud controller manager has set it.
-// A providerID of the wrong form fails at once, since waiting cannot fix it.
-func ResolveIdentity(ctx context.Context, nodes NodeGetter, nodeName string, timeout time.Duration) (Identity, error) {
+// With requireZone (volume topology is on) a Node without the zone label is polled the same
+// way, since the ccm labels it when it initialises it, typically after the DaemonSet pod
+// started (the pod tolerates the uninitialized taint). Registering without a zone would leave
+// the Node's CSINode without topology keys until the plugin restarts, and the provisioner
+// refuses to provision for such a node; failing instead restarts the pod until the label is
+// there, as drivers that take their zone from the Node's labels do. A providerID of the wrong
+// form fails at once, since waiting cannot fix it.
+func ResolveIdentity(ctx context.Context, nodes NodeGetter, nodeName string, timeout time.Duration, requireZone bool) (Identity, error) {
 	if nodeName == "" {
 		return Identity{}, errors.New("tenant Node name is empty")
 	}
@@ -97,6 +111,14 @@ func ResolveIdentity(ctx context.Context, nodes NodeGetter, nodeName string, tim
 			return false, nil
 		}
 		id, err = IdentityFromNode(n)
+		if err == nil && requireZone && id.Topology == nil {
+			lastErr = fmt.Errorf("tenant Node %q: %w", nodeName, errNoZone)
+			if uninitialized(n) {
+				lastErr = fmt.Errorf("%w (the Node still carries %s: the ccm has not initialised it)", lastErr, taintUninitialized)
+			}
+			klog.FromContext(ctx).V(2).Info("Waiting for the tenant Node's zone label", "node", nodeName, "uninitialized", uninitialized(n))
+			return false, nil
+		}
 		return err == nil, err
 	})
 	if err == nil {
@@ -106,4 +128,13 @@ func ResolveIdentity(ctx context.Context, nodes NodeGetter, nodeName string, tim
 		return Identity{}, fmt.Errorf("gave up after %s: %w", timeout, lastErr)
 	}
 	return Identity{}, err
+}
+
+func uninitialized(n *corev1.Node) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Key == taintUninitialized {
+			return true
+		}
+	}
+	return false
 }
