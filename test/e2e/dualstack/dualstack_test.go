@@ -47,6 +47,7 @@ func TestDualStack(t *testing.T) {
 		{"SingleToDualStackInPlace", testUpgrade},
 		{"ETPLocalSlicesPerFamily", testLocalSlices},
 		{"NodeAddressesPerFamily", testNodeAddresses},
+		{"DualStackKubeletNodeIP", testKubeletNodeIP},
 	} {
 		t.Run(sc.name, func(t *testing.T) { sc.run(t, w, nodes) })
 	}
@@ -226,6 +227,46 @@ func testNodeAddresses(t *testing.T, w *world, nodes []corev1.Node) {
 	}
 }
 
+// testKubeletNodeIP (harvester/harvester#7275): a Node registered by a dual-stack kubelet
+// (--node-ip IPv6,IPv4 → the provided-node-ip annotation) is initialised only if the cloud
+// reports an address matching each of its IPs (k8s.io/cloud-provider since 1.29); the ccm
+// reports both families of the VM, so the Node gets both InternalIPs, the kubelet's order.
+func testKubeletNodeIP(t *testing.T, w *world, nodes []corev1.Node) {
+	vmi := w.vmiOf(t, &nodes[0])
+	var v4addr, v6addr string
+	for _, a := range vmaddr.Addresses(vmi) {
+		if a.Is4() {
+			v4addr = a.String()
+		} else {
+			v6addr = a.String()
+		}
+	}
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "dual-kubelet", Annotations: map[string]string{
+			"alpha.kubernetes.io/provided-node-ip": v6addr + "," + v4addr}},
+		Spec: corev1.NodeSpec{ProviderID: nodes[0].Spec.ProviderID,
+			Taints: []corev1.Taint{{Key: uninitialized, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
+	}
+	w.create(t, w.tenant, n)
+	t.Cleanup(func() { _ = w.tenant.Delete(w.ctx, n) })
+	var got []string
+	w.eventually(t, "Node "+n.Name+" initialised with both addresses", func() (bool, error) {
+		if err := w.tenant.Get(w.ctx, client.ObjectKeyFromObject(n), n); err != nil {
+			return false, err
+		}
+		got = got[:0]
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				got = append(got, a.Address)
+			}
+		}
+		return !slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == uninitialized }) && len(got) > 0, nil
+	})
+	if !slices.Equal(got, []string{v6addr, v4addr}) {
+		t.Errorf("InternalIPs %v, want the kubelet's %s,%s", got, v6addr, v4addr)
+	}
+}
+
 func (w *world) vmiOf(t *testing.T, n *corev1.Node) *kubevirtv1.VirtualMachineInstance {
 	t.Helper()
 	vm, err := infra.VMNameFromProviderID(n.Spec.ProviderID)
@@ -252,7 +293,7 @@ func (w *world) waitWorkers(t *testing.T, n int) []corev1.Node {
 		ready = ready[:0]
 		for _, node := range list.Items {
 			if node.Spec.ProviderID != "" && len(node.Status.Addresses) > 0 && !slices.ContainsFunc(node.Spec.Taints, func(t corev1.Taint) bool {
-				return t.Key == "node.cloudprovider.kubernetes.io/uninitialized"
+				return t.Key == uninitialized
 			}) {
 				ready = append(ready, node)
 			}
@@ -278,6 +319,10 @@ func (w *world) updateTenant(t *testing.T, svc *corev1.Service, mutate func(*cor
 		return err == nil, err
 	})
 }
+
+// uninitialized is the taint a Node registered under an external cloud provider carries until
+// the ccm has initialised it.
+const uninitialized = "node.cloudprovider.kubernetes.io/uninitialized"
 
 func poolOf(f corev1.IPFamily) string {
 	if f == v6 {
