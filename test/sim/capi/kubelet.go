@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -144,7 +146,54 @@ func (k *kubelet) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		k.joined[vmi.UID] = true
 		k.mu.Unlock()
 	}
-	return ctrl.Result{}, k.postStatus(ctx, vmi, nodeName)
+	if err := k.postStatus(ctx, vmi, nodeName); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := k.renewLease(ctx, vmi, nodeName); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: leaseRenewInterval}, nil
+}
+
+// The kubelet's node Lease: renewed every 10 s, valid for 40 s (its defaults). The tenant's
+// node lifecycle controller, when one runs, marks a Node whose Lease lapses NotReady.
+const (
+	leaseRenewInterval = 10 * time.Second
+	leaseDuration      = int32(40)
+)
+
+// renewLease renews the Node's Lease in kube-node-lease, as the kubelet does while the guest
+// runs, owned by the Node so it goes with it.
+func (k *kubelet) renewLease(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstance, name string) error {
+	node := &corev1.Node{}
+	if err := k.opts.Tenant.Get(ctx, client.ObjectKey{Name: name}, node); err != nil {
+		return client.IgnoreNotFound(err) // deleted by Cluster API
+	}
+	if node.Annotations[AnnotationSimVMI] != vmi.Namespace+"/"+vmi.Name {
+		return nil
+	}
+	now := metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{}
+	err := k.opts.Tenant.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: name}, lease)
+	if apierrors.IsNotFound(err) {
+		lease = &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: corev1.NamespaceNodeLease, Name: name, OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: ptrTo(leaseDuration), RenewTime: &now},
+		}
+		if err := k.opts.Tenant.Create(ctx, lease); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating the Lease of tenant node %s: %w", name, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the Lease of tenant node %s: %w", name, err)
+	}
+	lease.Spec.RenewTime = &now
+	if err := k.opts.Tenant.Update(ctx, lease); err != nil && !apierrors.IsConflict(err) {
+		return fmt.Errorf("renewing the Lease of tenant node %s: %w", name, err)
+	}
+	return nil
 }
 
 // leave stops the real kubelet of a VMI whose guest is gone or down, if it has one.

@@ -5,7 +5,9 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -84,5 +86,36 @@ func TestRealKubeletsTakeSomeWorkers(t *testing.T) {
 		_, left := kubelets.state()
 		err := s.tenant.Get(s.ctx, client.ObjectKey{Name: kubelets.nodes[real]}, &corev1.Node{})
 		return slices.Contains(left, real) && apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+}
+
+// TestSimulatedKubeletRenewsLease: the simulated kubelet keeps its Node's Lease in
+// kube-node-lease renewed, owned by the Node, so a tenant's node lifecycle controller keeps a
+// simulated Node Ready as long as its VM runs.
+func TestSimulatedKubeletRenewsLease(t *testing.T) {
+	s := startSim(t, Options{})
+	s.create(s.newMD("md-lease", 1))
+	s.waitRunning("md-lease", 1)
+	nodes, err := s.tenantNodes()
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("simulated Nodes %v (%v), want 1", nodes, err)
+	}
+	n := nodes[0]
+	lease := &coordinationv1.Lease{}
+	var first time.Time
+	s.eventually("the Lease of Node "+n.Name, func() (bool, error) {
+		err := s.tenant.Get(s.ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: n.Name}, lease)
+		if err == nil && lease.Spec.RenewTime != nil {
+			first = lease.Spec.RenewTime.Time
+		}
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	if ref := lease.OwnerReferences; len(ref) != 1 || ref[0].Kind != "Node" || ref[0].UID != n.UID ||
+		lease.Spec.LeaseDurationSeconds == nil || *lease.Spec.LeaseDurationSeconds != leaseDuration {
+		t.Errorf("Lease owners %v, duration %v; want the Node %s, %ds", ref, lease.Spec.LeaseDurationSeconds, n.UID, leaseDuration)
+	}
+	s.eventually("the Lease renewed", func() (bool, error) {
+		err := s.tenant.Get(s.ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: n.Name}, lease)
+		return err == nil && lease.Spec.RenewTime != nil && lease.Spec.RenewTime.After(first), err
 	})
 }
