@@ -33,6 +33,9 @@ const (
 	cluster   = "sanity"
 	vmName    = "sanity-worker-0"
 	mib       = int64(1) << 20
+	// zone is where the VM runs (the simulator's infra-b) and what csi-node reports: the
+	// driver runs with volume topology, volumes of the zonal class land in the node's zone.
+	zone = "zone-b"
 )
 
 // result is what ReportAfterSuite saw, for the test to log after RunSpecs returns.
@@ -71,13 +74,19 @@ func TestSanity(t *testing.T) {
 	if err := fixture.CreateNamespace(ctx, c, namespace); err != nil {
 		t.Fatal(err)
 	}
-	if err := fixture.CreateRunningVM(ctx, c, namespace, cluster, vmName, ""); err != nil {
+	if err := fixture.CreateRunningVMInZone(ctx, c, namespace, cluster, vmName, zone); err != nil {
+		t.Fatal(err)
+	}
+	if err := fixture.EnsureZoneClasses(ctx, c, zone); err != nil {
 		t.Fatal(err)
 	}
 
-	// The controller, as in the management cluster.
+	// The controller, as in the management cluster, with volume topology: the zonal class
+	// places volumes through the infra class of the node's zone. It offers only that zone:
+	// several specs create a volume without requirements and publish it to the node, which
+	// assumes (as csi-sanity says) a single-node setup where such a volume is reachable.
 	ctrl, err := fixture.StartController(env.Management.Config, infra.Scope{Namespace: namespace, ClusterName: cluster},
-		fixture.Storage(), t.TempDir())
+		fixture.TopologyStorage("zone-a", zone), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +106,7 @@ func TestSanity(t *testing.T) {
 	// mounted is unmounted before the disks are detached (TestMain) and the dirs removed.
 	t.Cleanup(func() { unmountUnder(t, kubelet) })
 	nodeEndpoint := startNode(t, kubelet)
+	checkTopologyOn(t, ctx, ctrl)
 
 	cfg := sanity.NewTestConfig()
 	cfg.Address = nodeEndpoint
@@ -105,8 +115,9 @@ func TestSanity(t *testing.T) {
 	cfg.StagingPath = filepath.Join(kubelet, "csi-staging")
 	cfg.TestVolumeSize = 64 * mib
 	cfg.TestVolumeExpandSize = 128 * mib
-	// Parameters as a tenant StorageClass would carry them: the infra class by name.
-	cfg.TestVolumeParameters = map[string]string{"infraStorageClassName": fixture.StorageClass}
+	// Parameters as a tenant StorageClass would carry them: the infra class by name, the
+	// zonal one, so every spec's volume is placed by the node's topology.
+	cfg.TestVolumeParameters = map[string]string{"infraStorageClassName": fixture.ZonalStorageClass}
 
 	start := time.Now()
 	sanity.Test(t, cfg)
@@ -130,6 +141,7 @@ func startNode(t *testing.T, kubelet string) string {
 	t.Helper()
 	ns, err := node.New(node.Options{
 		NodeID:            vmName,
+		Topology:          map[string]string{node.TopologyZoneKey: zone},
 		DeviceDir:         sims.Disks.DeviceDir(namespace, vmName),
 		KubeletDir:        kubelet,
 		DeviceWaitTimeout: 10 * time.Second,
@@ -137,9 +149,9 @@ func startNode(t *testing.T, kubelet string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The node reports no topology, so it does not advertise topology constraints; the
-	// csi-node binary decides the same way.
-	ids := identity.New(identity.Options{Capabilities: identity.NodeCapabilities(false), Ready: ns.Ready})
+	// The node reports its zone, so it advertises topology constraints, as the csi-node
+	// binary does.
+	ids := identity.New(identity.Options{Capabilities: identity.NodeCapabilities(true), Ready: ns.Ready})
 	endpoint := "unix://" + filepath.Join(t.TempDir(), "node.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
@@ -193,7 +205,7 @@ var documentedSkips = map[string]string{
 	"ModifyVolume": "MODIFY_VOLUME is not advertised: there are no mutable parameters (VolumeAttributesClass) to apply to a DataVolume",
 	"should create volume with a volume attribute class":                      "MODIFY_VOLUME is not advertised (see above)",
 	"should not create volume with an invalid volume attribute class":         "MODIFY_VOLUME is not advertised (see above)",
-	"should succeed when creating a snapshot with accessibility requirements": "SNAPSHOT_ACCESSIBILITY_CONSTRAINTS is not advertised: LINSTOR snapshots are not confined to a topology segment",
+	"should succeed when creating a snapshot with accessibility requirements": "SNAPSHOT_ACCESSIBILITY_CONSTRAINTS is not advertised: a snapshot is restored through CDI into a volume placed by its own requirements, so snapshots are not confined to a zone",
 	"NodeGetStorageHealth":                                 "csi-node does not advertise GET_STORAGE_HEALTH (csi-node issue)",
 	"pagination should detect volumes added between pages": "XIt (disabled) upstream in csi-test v5.6.0 as fragile",
 	"GroupController Service":                              "no GroupController service: KubeVirt/CDI offer no crash-consistent snapshot of a group of DataVolumes (VolumeGroupSnapshot) to map it to",
@@ -212,5 +224,37 @@ func checkSkipsDocumented(t *testing.T, skips []string) {
 		if !documented {
 			t.Errorf("spec skipped without a written reason (add it to documentedSkips and README.md): %s", s)
 		}
+	}
+}
+
+// checkTopologyOn shows the specs below run with topology: the controller advertises it and a
+// volume of the zonal class lands on the infra class of the node's zone and says so.
+func checkTopologyOn(t *testing.T, ctx context.Context, ctrl *fixture.Controller) {
+	t.Helper()
+	caps, err := ctrl.Identity.GetPluginCapabilities(ctx, &csi.GetPluginCapabilitiesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(caps.GetCapabilities(), func(c *csi.PluginCapability) bool {
+		return c.GetService().GetType() == csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS
+	}) {
+		t.Fatalf("controller does not advertise VOLUME_ACCESSIBILITY_CONSTRAINTS: %v", caps)
+	}
+	seg := map[string]string{node.TopologyZoneKey: zone}
+	rsp, err := ctrl.Controller.CreateVolume(ctx, &csi.CreateVolumeRequest{
+		Name:                      "topology-check",
+		CapacityRange:             &csi.CapacityRange{RequiredBytes: 64 * mib},
+		VolumeCapabilities:        []*csi.VolumeCapability{{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}}, AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}},
+		Parameters:                map[string]string{"infraStorageClassName": fixture.ZonalStorageClass},
+		AccessibilityRequirements: &csi.TopologyRequirement{Requisite: []*csi.Topology{{Segments: seg}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at := rsp.GetVolume().GetAccessibleTopology(); len(at) != 1 || at[0].GetSegments()[node.TopologyZoneKey] != zone {
+		t.Fatalf("accessible_topology %v, want [%v]", at, seg)
+	}
+	if _, err := ctrl.Controller.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: rsp.GetVolume().GetVolumeId()}); err != nil {
+		t.Fatal(err)
 	}
 }
