@@ -132,3 +132,23 @@ func TestIngress(t *testing.T) {
 		}
 	}
 }
+
+func TestServesFamily(t *testing.T) {
+	svc := func(fams ...corev1.IPFamily) *corev1.Service {
+		return &corev1.Service{Spec: corev1.ServiceSpec{IPFamilies: fams}}
+	}
+	for _, tt := range []struct {
+		svc  *corev1.Service
+		fam  corev1.IPFamily
+		want bool
+	}{
+		{svc(v4), v4, true},
+		{svc(v4), v6, false},
+		{svc(v6, v4), v4, true},
+		{svc(), v6, true}, // not defaulted yet: both
+	} {
+		if got := ServesFamily(tt.svc, tt.fam); got != tt.want {
+			t.Errorf("ServesFamily(%v, %s) = %v", tt.svc.Spec.IPFamilies, tt.fam, got)
+		}
+	}
+}
