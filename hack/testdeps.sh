@@ -18,6 +18,20 @@ pairs=(
 	docker-registry:docker-registry
 )
 
+# Real nodes pass bridged pod traffic through iptables (a pod reaching another pod of its node
+# through a Service ClusterIP, test/harness/node): the br_netfilter module.
+if [[ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
+	if ((EUID != 0)); then
+		echo "testdeps: br_netfilter is not loaded; as root: modprobe br_netfilter" >&2
+		exit 1
+	fi
+	if ! command -v modprobe >/dev/null 2>&1; then
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kmod </dev/null
+	fi
+	modprobe br_netfilter
+fi
+
 need=()
 for pair in "${pairs[@]}"; do
 	pkg=${pair#*:}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,9 @@ type Cluster struct {
 	// cleaning it up after a restart); apiServerDown is true between Stop and StartAPIServer.
 	certDir       string
 	apiServerDown bool
+	// advertise is the address the apiserver advertises as the kubernetes Service's endpoint
+	// (nil: the apiserver's own choice).
+	advertise net.IP
 }
 
 // Env is the pair of clusters plus what tests need to add to them.
@@ -53,7 +57,7 @@ type Env struct {
 	// KeepDir leaves Dir (logs, kubeconfigs) in place after Stop, for failed runs.
 	KeepDir bool
 
-	scheduler   *Process
+	schedulers  map[string]*Process
 	controllers map[string]*Process
 }
 
@@ -75,6 +79,9 @@ type Options struct {
 	// family there, as on a dual-stack cluster. Off, the cluster is single-stack IPv4 and
 	// refuses RequireDualStack, as such a cluster does.
 	ManagementDualStack, TenantDualStack bool
+	// ManagementServiceAccounts is TenantServiceAccounts for the management apiserver, for
+	// suites that run pods on a real management node (the charts' management side).
+	ManagementServiceAccounts bool
 }
 
 // ServiceCIDRv4 is envtest's --service-cluster-ip-range; ServiceCIDRv6 is the second family's
@@ -127,19 +134,26 @@ func StartWith(ctx context.Context, opts Options) (*Env, error) {
 	e := &Env{Assets: assets, Dir: dir, FrontProxyCAFile: fp.CAFile}
 	e.Management = newCluster("management", assets, dir, fp, policy, crdOpts.CRDs)
 	e.Tenant = newCluster("tenant", assets, dir, fp, policy, tenantCRDs)
-	if opts.TenantServiceAccounts {
-		// Only envtest's default turns the plugin off; the apiserver's own defaults enable it.
-		e.Tenant.env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	for c, on := range map[*Cluster]bool{e.Management: opts.ManagementServiceAccounts, e.Tenant: opts.TenantServiceAccounts} {
+		if on {
+			// Only envtest's default turns the plugin off; the apiserver's own defaults enable it.
+			c.env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+		}
 	}
 	for c, dual := range map[*Cluster]bool{e.Management: opts.ManagementDualStack, e.Tenant: opts.TenantDualStack} {
 		if dual {
 			c.env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", ServiceCIDRv4+","+ServiceCIDRv6)
 		}
 	}
+	advertise := advertiseAddress()
 	for _, c := range []*Cluster{e.Management, e.Tenant} {
 		api := c.env.ControlPlane.GetAPIServer()
 		api.CertDir = filepath.Join(dir, c.Name+"-pki")
-		if api.SecureServing.CA, err = writeAPIServerCerts(api.CertDir); err != nil {
+		if advertise != nil {
+			api.Configure().Set("advertise-address", advertise.String())
+			c.advertise = advertise
+		}
+		if api.SecureServing.CA, err = writeAPIServerCerts(api.CertDir, advertise); err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, err
 		}
@@ -262,11 +276,11 @@ func (c *Cluster) AddUser(name string, groups ...string) (*User, error) {
 // LogFile is where the cluster's kube-apiserver and etcd write.
 func (c *Cluster) LogFile() string { return filepath.Join(c.dir, c.Name+"-apiserver.log") }
 
-// Stop stops everything Start and StartScheduler started and removes Dir.
+// Stop stops everything Start, StartSchedulerFor and StartControllerManager started and removes Dir.
 func (e *Env) Stop() error {
 	var errs []error
-	if e.scheduler != nil {
-		errs = append(errs, e.scheduler.Stop())
+	for _, p := range e.schedulers {
+		errs = append(errs, p.Stop())
 	}
 	for _, p := range e.controllers {
 		errs = append(errs, p.Stop())

@@ -363,7 +363,7 @@ func TestSchedulerBindsAndRefusesPods(t *testing.T) {
 		return fits.Spec.NodeName != "" && unschedulable(huge), nil
 	})
 	if err != nil {
-		t.Fatalf("scheduler: fits bound to %q, huge conditions %+v: %v (log %s)", fits.Spec.NodeName, huge.Status.Conditions, err, env.scheduler.LogFile)
+		t.Fatalf("scheduler: fits bound to %q, huge conditions %+v: %v (log %s)", fits.Spec.NodeName, huge.Status.Conditions, err, env.schedulers[env.Tenant.Name].LogFile)
 	}
 	if fits.Spec.NodeName != "worker-1" || huge.Spec.NodeName != "" {
 		t.Fatalf("fits on %q, huge on %q", fits.Spec.NodeName, huge.Spec.NodeName)

@@ -137,13 +137,20 @@ func BuildPrograms(ctx context.Context, dir string, flags []string, names ...str
 // StartScheduler runs the real kube-scheduler against the tenant cluster, so pods there become
 // Pending/Unschedulable or bound exactly as on a real cluster. It is stopped by Env.Stop.
 func (e *Env) StartScheduler(ctx context.Context) (*Process, error) {
-	if e.scheduler != nil {
-		return nil, errors.New("kube-scheduler already running")
+	return e.StartSchedulerFor(ctx, e.Tenant)
+}
+
+// StartSchedulerFor runs the real kube-scheduler against c: the tenant's, or the management
+// cluster's for pods on a real management node (test/harness/node). One per cluster; it is
+// stopped by Env.Stop.
+func (e *Env) StartSchedulerFor(ctx context.Context, c *Cluster) (*Process, error) {
+	if _, running := e.schedulers[c.Name]; running {
+		return nil, fmt.Errorf("kube-scheduler already running for %s", c.Name)
 	}
-	p, err := e.startProcess("tenant-kube-scheduler", "kube-scheduler",
-		"--kubeconfig="+e.Tenant.Kubeconfig,
-		"--authentication-kubeconfig="+e.Tenant.Kubeconfig,
-		"--authorization-kubeconfig="+e.Tenant.Kubeconfig,
+	p, err := e.startProcess(c.Name+"-kube-scheduler", "kube-scheduler",
+		"--kubeconfig="+c.Kubeconfig,
+		"--authentication-kubeconfig="+c.Kubeconfig,
+		"--authorization-kubeconfig="+c.Kubeconfig,
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
 		"--secure-port=0",
@@ -151,7 +158,10 @@ func (e *Env) StartScheduler(ctx context.Context) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.scheduler = p
+	if e.schedulers == nil {
+		e.schedulers = map[string]*Process{}
+	}
+	e.schedulers[c.Name] = p
 	return p, ctx.Err()
 }
 

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 )
 
 // ServiceIP is the kubernetes Service's ClusterIP in the harness's clusters: the first address
@@ -28,9 +30,11 @@ var apiServerNames = []string{"localhost", "kubernetes", "kubernetes.default", "
 
 // writeAPIServerCerts puts into certDir what envtest would otherwise generate there — the
 // serving certificate and key and the ServiceAccount signing key — with the names above, and
-// returns the serving CA for kubeconfigs. envtest keeps certificates it finds in its
-// directory.
-func writeAPIServerCerts(certDir string) ([]byte, error) {
+// returns the serving CA for kubeconfigs. advertise (if not nil) is also in the certificate:
+// the apiserver's advertised address, where real nodes serve it to their pods (and a
+// management node's pods reach the tenant apiserver, test/harness/node). envtest keeps
+// certificates it finds in its directory.
+func writeAPIServerCerts(certDir string, advertise net.IP) ([]byte, error) {
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", certDir, err)
 	}
@@ -61,6 +65,9 @@ func writeAPIServerCerts(certDir string) ([]byte, error) {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: apiServerNames, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(ServiceIP)},
+	}
+	if advertise != nil {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, advertise)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {
@@ -94,4 +101,31 @@ func writeAPIServerCerts(certDir string) ([]byte, error) {
 		}
 	}
 	return caPEM, nil
+}
+
+// advertiseAddress is the host's primary address, what kube-apiserver advertises by default
+// (the address of the default route's interface); the harness passes it explicitly so the
+// serving certificate can carry it. nil when the host has no default route: the apiserver
+// then chooses, and its advertised address is not in the certificate.
+func advertiseAddress() net.IP {
+	ip, err := utilnet.ChooseHostInterface()
+	if err != nil {
+		return nil
+	}
+	return ip
+}
+
+// AdvertisedEndpoint is host:port of the apiserver's advertised address (the kubernetes
+// Service's endpoint): where the real nodes of test/harness/node serve it to their pods, and
+// so the address a kubeconfig for pods on a management node names for the tenant apiserver.
+// Empty when the host has no default route or the cluster is not started.
+func (c *Cluster) AdvertisedEndpoint() string {
+	if c.advertise == nil || c.env == nil {
+		return ""
+	}
+	port := c.env.ControlPlane.GetAPIServer().SecureServing.Port
+	if port == "" {
+		return ""
+	}
+	return net.JoinHostPort(c.advertise.String(), port)
 }

@@ -117,6 +117,9 @@ func kubeletConfig(o kubeletOptions) ([]byte, error) {
 		"fileCheckFrequency":        "10s",
 		"volumePluginDir":           filepath.Join(o.rootDir, "volume-plugins"),
 		"registerNode":              true,
+		// Pods resolve Service names through the node's own DNS responder (dns.go).
+		"clusterDNS":    []string{ClusterDNSIP},
+		"clusterDomain": ClusterDomain,
 	}, "", "  ")
 }
 

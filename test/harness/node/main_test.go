@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tenantcloud/tenantcloud/test/harness"
@@ -44,12 +45,24 @@ type nodeWorld struct {
 	vms    []string
 	ready  time.Duration // first node start → both Nodes Ready and initialised
 	images string
+	// mgmt is a node of the management cluster.
+	mgmt      *node.Node
+	mgmtCIDR  netip.Prefix
+	mgmtReady time.Duration // start → Ready and untainted
 }
 
-// The tenant runs the ServiceAccount admission plugin, as a cluster does: pods on the real
-// nodes get their tokens the way they would there.
+// The management node's address and pod network, apart from the tenant nodes' and from the
+// simulator's VM addresses (10.244.0.0/16).
+var (
+	mgmtNodeIP   = netip.MustParseAddr("10.87.0.2")
+	mgmtPodCIDR  = netip.MustParsePrefix("10.87.1.0/24")
+	mgmtNodeName = "realnodes-mgmt"
+)
+
+// Both apiservers run the ServiceAccount admission plugin, as a cluster's does: pods on the
+// real nodes get their tokens the way they would there.
 func TestMain(m *testing.M) {
-	os.Exit(harness.MainWithOptions(m, &env, harness.Options{TenantServiceAccounts: true}, setup))
+	os.Exit(harness.MainWithOptions(m, &env, harness.Options{TenantServiceAccounts: true, ManagementServiceAccounts: true}, setup))
 }
 
 func setup(e *harness.Env) (func() error, error) {
@@ -68,6 +81,9 @@ func setup(e *harness.Env) (func() error, error) {
 		var errs []error
 		for _, n := range w.nodes {
 			errs = append(errs, n.Stop())
+		}
+		if w.mgmt != nil {
+			errs = append(errs, w.mgmt.Stop())
 		}
 		if w.ccm != nil {
 			errs = append(errs, w.ccm.Stop())
@@ -103,6 +119,13 @@ func setup(e *harness.Env) (func() error, error) {
 		return fail(err)
 	}
 	if _, err := e.StartScheduler(ctx); err != nil {
+		return fail(err)
+	}
+	// The management cluster runs pods on its node the same way.
+	if _, err := e.StartControllerManager(ctx, e.Management, "serviceaccount", "root-ca-cert-publisher", "nodelifecycle"); err != nil {
+		return fail(err)
+	}
+	if _, err := e.StartSchedulerFor(ctx, e.Management); err != nil {
 		return fail(err)
 	}
 	if err := <-built; err != nil {
@@ -142,6 +165,26 @@ func setup(e *harness.Env) (func() error, error) {
 	}
 	w.ready = time.Since(start)
 	klog.InfoS("Real nodes Ready", "nodes", len(w.nodes), "took", w.ready.Round(time.Millisecond))
+
+	start = time.Now()
+	w.mgmtCIDR = mgmtPodCIDR
+	if w.mgmt, err = node.Start(ctx, e, node.Options{Cluster: e.Management, Name: mgmtNodeName,
+		NodeIP: mgmtNodeIP, PodCIDR: mgmtPodCIDR, Images: []string{w.images}}); err != nil {
+		return fail(err)
+	}
+	err = harness.WaitFor(ctx, 3*time.Minute, func(ctx context.Context) (bool, error) {
+		got := &corev1.Node{}
+		if err := e.Management.Client.Get(ctx, clientKey(mgmtNodeName), got); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		// The node lifecycle controller lifts the not-ready taints soon after Ready.
+		return node.Ready(got) && len(got.Spec.Taints) == 0, nil
+	})
+	if err != nil {
+		return fail(fmt.Errorf("management node Ready: %w\nkubelet:\n%s", err, w.mgmt.Log("kubelet", 6000)))
+	}
+	w.mgmtReady = time.Since(start)
+	klog.InfoS("Real management node Ready", "node", mgmtNodeName, "took", w.mgmtReady.Round(time.Millisecond))
 	return stop, nil
 }
 

@@ -28,8 +28,10 @@ func run(ctx context.Context, name string, args ...string) error {
 
 // setupNetwork creates the node's network namespace: loopback up, the node address on a veth
 // whose peer stays inside (an interface of its own for the kubelet to find the address on,
-// with nowhere to send to), and route_localnet so pods' DNAT to the loopback apiserver
-// endpoint is delivered.
+// with nowhere to send to), route_localnet so pods' DNAT to the loopback apiserver endpoint
+// is delivered, and bridged traffic through iptables (br_netfilter, as kubeadm requires) so a
+// pod's reply to another pod on the node that reached it through a Service ClusterIP is
+// un-DNATed on its way back across the bridge.
 func setupNetwork(ctx context.Context, netns, nodeIP string) error {
 	if err := run(ctx, "ip", "netns", "add", netns); err != nil {
 		return err
@@ -42,6 +44,7 @@ func setupNetwork(ctx context.Context, netns, nodeIP string) error {
 		{"ip", "-n", netns, "link", "set", "eth0-peer", "up"},
 		// `ip netns exec` runs sysctl with /proc/sys/net of the node's namespace.
 		{"ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"},
+		{"ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"},
 	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
@@ -110,55 +113,62 @@ func removeMounts(mntFile string) error {
 }
 
 // listenInNetNS opens a TCP listener on addr inside the network namespace at nsPath. The
-// socket keeps its namespace. The OS thread that entered the namespace is put back into its
-// own before it is unlocked: a thread ended by the Go runtime (what happens to one still
-// locked when its goroutine returns) would SIGKILL every child started from it with a
-// parent-death signal — the node daemons of harness.StartBinary.
+// socket keeps its namespace.
 func listenInNetNS(nsPath, addr string) (net.Listener, error) {
-	type result struct {
-		l   net.Listener
-		err error
+	var l net.Listener
+	err := inNetNS(nsPath, func() (err error) {
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		if l != nil {
+			_ = l.Close()
+		}
+		return nil, fmt.Errorf("listening on %s in %s: %w", addr, nsPath, err)
 	}
-	ch := make(chan result, 1)
+	return l, nil
+}
+
+// inNetNS runs open (which opens sockets: they keep the namespace) on an OS thread inside the
+// network namespace at nsPath. The thread is put back into its own namespace before it is
+// unlocked: a thread ended by the Go runtime (what happens to one still locked when its
+// goroutine returns) would SIGKILL every child started from it with a parent-death signal —
+// the node daemons of harness.StartBinary.
+func inNetNS(nsPath string, open func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		own, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("opening this thread's network namespace: %w", err)}
+			ch <- fmt.Errorf("opening this thread's network namespace: %w", err)
 			return
 		}
 		defer own.Close()
 		target, err := os.Open(nsPath)
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("opening %s: %w", nsPath, err)}
+			ch <- fmt.Errorf("opening %s: %w", nsPath, err)
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("entering %s: %w", nsPath, err)}
+			ch <- fmt.Errorf("entering %s: %w", nsPath, err)
 			return
 		}
-		l, lerr := net.Listen("tcp", addr)
+		oerr := open()
 		if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
 			// The thread is stuck in the node's namespace: park it for good rather than
-			// let it run other goroutines there or end (see above).
-			ch <- result{err: errors.Join(lerr, fmt.Errorf("returning from %s: %w", nsPath, err))}
-			if l != nil {
-				_ = l.Close()
-			}
+			// let it run other goroutines there or end (see above). What open made stays
+			// open; the node's Stop closes it.
+			ch <- errors.Join(oerr, fmt.Errorf("returning from %s: %w", nsPath, err))
 			select {}
 		}
 		runtime.UnlockOSThread()
-		ch <- result{l, lerr}
+		ch <- oerr
 	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, fmt.Errorf("listening on %s in %s: %w", addr, nsPath, r.err)
-	}
-	return r.l, nil
+	return <-ch
 }
 
 // forwarder serves host loopback addresses (the tenant apiserver, a registry) at the same

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,10 +33,18 @@ const kubeletDir = "/var/lib/kubelet"
 
 // Options describe one node: the VM it stands for and its pod network.
 type Options struct {
-	// Name of the tenant Node (the kubelet's --hostname-override): the VM's name, as CAPK
-	// guests are named.
+	// Cluster is the cluster the node joins: nil (or env.Tenant) for a tenant node, standing
+	// for a VM; env.Management for a management node, where the management chart's pods run
+	// (their Services, the kubernetes Service with ServiceAccount tokens — start the harness
+	// with ManagementServiceAccounts — and the tenant apiserver at its AdvertisedEndpoint,
+	// the address a tenant kubeconfig Secret names). A management node registers without
+	// --cloud-provider=external: no cloud controller initialises management Nodes.
+	Cluster *harness.Cluster
+	// Name of the Node (the kubelet's --hostname-override): for a tenant node the VM's name,
+	// as CAPK guests are named.
 	Name string
 	// ProviderID is the VM's, kubevirt://<vm>; the kubelet registers the Node with it.
+	// Required for tenant nodes; a management node has none.
 	ProviderID string
 	// NodeIP is the VM's address (what the ccm reports from the VMI), the kubelet's --node-ip.
 	NodeIP netip.Addr
@@ -69,14 +78,20 @@ type Node struct {
 	NetNS, MountNS string
 
 	Kubelet, Containerd, KubeProxy *harness.Process
+	// Cluster is the cluster the node joined (Options.Cluster).
+	Cluster *harness.Cluster
 
 	cgroup  string
 	netns   string
 	forward forwarder
+	// loopbackAddrs are the advertised apiserver addresses put on the node's loopback.
+	loopbackAddrs []string
+	dns           *dnsServer
 }
 
 // Need is the harness.Require need of tests that run real nodes: root, containerd, runc, the
-// CNI plugins, iproute2, iptables, cgroup v1 and the kubelet and kube-proxy from make bin.
+// CNI plugins, iproute2, iptables, br_netfilter, cgroup v1 and the kubelet and kube-proxy
+// from make bin.
 const Need = "nodes"
 
 // Supported says whether this machine can run real nodes and what is missing if not.
@@ -97,6 +112,9 @@ func Supported(env *harness.Env) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing %v (apt-get install containerd runc containernetworking-plugins iproute2 iptables util-linux)", missing)
+	}
+	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil {
+		return fmt.Errorf("bridged traffic cannot pass iptables (Services between pods of a node): modprobe br_netfilter: %w", err)
 	}
 	for _, b := range []string{"kubelet", "kube-proxy"} {
 		if fi, err := os.Stat(filepath.Join(env.Assets.BinDir, b)); err != nil || fi.Mode()&0o111 == 0 {
@@ -127,8 +145,12 @@ func ReapOrphans() (int, error) {
 // Start brings up a node and returns once its containerd serves and its kubelet runs; it does
 // not wait for the Node to be Ready (the ccm initialises it first). On error nothing is left.
 func Start(ctx context.Context, env *harness.Env, opts Options) (n *Node, err error) {
-	if opts.Name == "" || opts.ProviderID == "" || !opts.NodeIP.IsValid() || !opts.PodCIDR.IsValid() {
-		return nil, errors.New("node: Name, ProviderID, NodeIP and PodCIDR are required")
+	if opts.Cluster == nil {
+		opts.Cluster = env.Tenant
+	}
+	tenant := opts.Cluster == env.Tenant
+	if opts.Name == "" || (tenant && opts.ProviderID == "") || !opts.NodeIP.IsValid() || !opts.PodCIDR.IsValid() {
+		return nil, errors.New("node: Name, ProviderID (tenant nodes), NodeIP and PodCIDR are required")
 	}
 	start := time.Now()
 	id := fmt.Sprintf("%s%d-%s", cgroupPrefix, os.Getpid(), opts.Name)
@@ -137,7 +159,7 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (n *Node, err er
 		Name: opts.Name, Dir: dir, KubeletDir: kubeletDir, KubeletHostDir: filepath.Join(dir, "kubelet"),
 		ContainerdSocket: filepath.Join(dir, "containerd", "containerd.sock"),
 		NetNS:            filepath.Join("/run/netns", id), MountNS: filepath.Join(dir, "ns", "mnt"),
-		cgroup: id, netns: id,
+		Cluster: opts.Cluster, cgroup: id, netns: id,
 	}
 	defer func() {
 		if err != nil {
@@ -163,45 +185,55 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (n *Node, err er
 	if err := setupMounts(ctx, n.MountNS, deviceDir, n.KubeletHostDir); err != nil {
 		return n, err
 	}
-	if err := n.reachAPIServer(ctx, env); err != nil {
+	if err := n.reachAPIServer(ctx, opts.Cluster); err != nil {
 		return n, err
+	}
+	if !tenant {
+		// The management cluster reaches its tenants' control planes (Kamaji serves them as
+		// pods and Services there); here the tenant apiserver's advertised endpoint.
+		if err := n.serveAdvertised(ctx, env.Tenant.AdvertisedEndpoint(), env.Tenant); err != nil {
+			return n, err
+		}
 	}
 	for _, addr := range opts.Registries {
 		if err := n.forward.forward(n.NetNS, addr, addr); err != nil {
 			return n, err
 		}
 	}
+	if err := n.serveDNS(ctx, opts.Cluster.Client); err != nil {
+		return n, err
+	}
 
 	if err := n.startContainerd(ctx, opts); err != nil {
 		return n, err
 	}
-	if err := n.startKubelet(ctx, env, opts); err != nil {
+	if err := n.startKubelet(ctx, env, opts, tenant); err != nil {
 		return n, err
 	}
 	if err := n.startKubeProxy(ctx, env, opts); err != nil {
 		return n, err
 	}
-	klog.InfoS("Real node started", "node", opts.Name, "ip", opts.NodeIP, "providerID", opts.ProviderID,
+	klog.InfoS("Real node started", "cluster", opts.Cluster.Name, "node", opts.Name, "ip", opts.NodeIP, "providerID", opts.ProviderID,
 		"deviceDir", deviceDir, "dir", dir, "took", time.Since(start).Round(time.Millisecond))
 	return n, nil
 }
 
-// reachAPIServer makes the tenant apiserver reachable from the node as from a cluster node:
+// reachAPIServer makes the node's apiserver reachable from the node as from a cluster node:
 // at its kubeconfig address (127.0.0.1:<port> inside the node, for the node's daemons) and at
 // the address it advertises as the kubernetes Service's endpoint (the host's primary address:
 // kube-proxy DNATs pods' Service traffic there). Both are served inside the node's namespace
 // (the advertised address as a /32 on its loopback, private to the node, so nothing is sent
 // towards the host's real interface) and forwarded to the apiserver's loopback listener.
-func (n *Node) reachAPIServer(ctx context.Context, env *harness.Env) error {
-	apiserver, err := url.Parse(env.Tenant.Config.Host)
+func (n *Node) reachAPIServer(ctx context.Context, c *harness.Cluster) error {
+	apiserver, err := url.Parse(c.Config.Host)
 	if err != nil {
-		return fmt.Errorf("tenant apiserver address: %w", err)
+		return fmt.Errorf("%s apiserver address: %w", c.Name, err)
 	}
 	if err := n.forward.forward(n.NetNS, apiserver.Host, apiserver.Host); err != nil {
 		return err
 	}
 	eps := &discoveryv1.EndpointSliceList{}
-	if err := env.Tenant.Client.List(ctx, eps, client.InNamespace(metav1.NamespaceDefault),
+	if err := c.Client.List(ctx, eps, client.InNamespace(metav1.NamespaceDefault),
 		client.MatchingLabels{discoveryv1.LabelServiceName: "kubernetes"}); err != nil {
 		return fmt.Errorf("reading the kubernetes Service's endpoints: %w", err)
 	}
@@ -221,7 +253,28 @@ func (n *Node) reachAPIServer(ctx context.Context, env *harness.Env) error {
 		return errors.New("the kubernetes Service has no endpoint to serve inside the node")
 	}
 	for _, addr := range advertised {
-		host, _, _ := net.SplitHostPort(addr)
+		if err := n.serveAdvertised(ctx, addr, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serveAdvertised serves c's apiserver inside the node at addr (host:port of a non-loopback
+// address, put on the node's loopback once).
+func (n *Node) serveAdvertised(ctx context.Context, addr string, c *harness.Cluster) error {
+	if addr == "" {
+		return fmt.Errorf("node %s: the %s apiserver has no advertised endpoint (no default route on this host?)", n.Name, c.Name)
+	}
+	apiserver, err := url.Parse(c.Config.Host)
+	if err != nil {
+		return fmt.Errorf("%s apiserver address: %w", c.Name, err)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("node %s: advertised endpoint %q: %w", n.Name, addr, err)
+	}
+	if !slices.Contains(n.loopbackAddrs, host) {
 		bits := "/32"
 		if strings.Contains(host, ":") {
 			bits = "/128"
@@ -229,11 +282,9 @@ func (n *Node) reachAPIServer(ctx context.Context, env *harness.Env) error {
 		if err := run(ctx, "ip", "-n", n.netns, "addr", "add", host+bits, "dev", "lo"); err != nil {
 			return fmt.Errorf("node %s: the apiserver's advertised address: %w", n.Name, err)
 		}
-		if err := n.forward.forward(n.NetNS, addr, apiserver.Host); err != nil {
-			return err
-		}
+		n.loopbackAddrs = append(n.loopbackAddrs, host)
 	}
-	return nil
+	return n.forward.forward(n.NetNS, addr, apiserver.Host)
 }
 
 // startIn runs binary inside the node's namespaces and cgroup, logging to <dir>/<name>.log.
@@ -313,9 +364,9 @@ func waitServing(ctx context.Context, socket string, p *harness.Process) error {
 // nodeUser gives the node its own identity, as a kubelet's client certificate would
 // (system:node:<name> in system:nodes), bound to the system:node role. The harness's
 // apiserver runs RBAC only, so the Node authorizer's finer limits do not apply.
-func nodeUser(ctx context.Context, env *harness.Env, name string) (*harness.User, error) {
+func nodeUser(ctx context.Context, c *harness.Cluster, name string) (*harness.User, error) {
 	user := "system:node:" + name
-	u, err := env.Tenant.AddUser(user, "system:nodes")
+	u, err := c.AddUser(user, "system:nodes")
 	if err != nil {
 		return nil, err
 	}
@@ -324,14 +375,14 @@ func nodeUser(ctx context.Context, env *harness.Env, name string) (*harness.User
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:node"},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
 	}
-	if err := env.Tenant.Client.Create(ctx, crb); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := c.Client.Create(ctx, crb); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("binding %s to system:node: %w", user, err)
 	}
 	return u, nil
 }
 
-func (n *Node) startKubelet(ctx context.Context, env *harness.Env, opts Options) error {
-	u, err := nodeUser(ctx, env, opts.Name)
+func (n *Node) startKubelet(ctx context.Context, env *harness.Env, opts Options, tenant bool) error {
+	u, err := nodeUser(ctx, opts.Cluster, opts.Name)
 	if err != nil {
 		return err
 	}
@@ -349,21 +400,25 @@ func (n *Node) startKubelet(ctx context.Context, env *harness.Env, opts Options)
 	if err := writeFile(cfgPath, cfg); err != nil {
 		return err
 	}
-	n.Kubelet, err = n.startIn("kubelet", filepath.Join(env.Assets.BinDir, "kubelet"),
-		"--config="+cfgPath,
-		"--kubeconfig="+u.Kubeconfig,
-		"--root-dir="+n.KubeletDir,
-		"--hostname-override="+opts.Name,
-		"--node-ip="+opts.NodeIP.String(),
-		"--cloud-provider=external",
+	args := []string{
+		"--config=" + cfgPath,
+		"--kubeconfig=" + u.Kubeconfig,
+		"--root-dir=" + n.KubeletDir,
+		"--hostname-override=" + opts.Name,
+		"--node-ip=" + opts.NodeIP.String(),
 		"--v=2",
-	)
+	}
+	if tenant {
+		// Tenant Nodes wait for the tenant's ccm to initialise them from their VM.
+		args = append(args, "--cloud-provider=external")
+	}
+	n.Kubelet, err = n.startIn("kubelet", filepath.Join(env.Assets.BinDir, "kubelet"), args...)
 	return err
 }
 
 func (n *Node) startKubeProxy(ctx context.Context, env *harness.Env, opts Options) error {
 	// The bootstrap policy binds system:node-proxier to this user.
-	u, err := env.Tenant.AddUser("system:kube-proxy")
+	u, err := opts.Cluster.AddUser("system:kube-proxy")
 	if err != nil {
 		return err
 	}
@@ -392,6 +447,7 @@ func (n *Node) Stop() error {
 	// Shims and containers outlive containerd by design; the cgroup holds them all.
 	errs = append(errs, killCgroup(n.cgroup, time.Minute))
 	n.forward.close()
+	n.dns.stop()
 	errs = append(errs, removeMounts(n.MountNS), removeNetwork(n.netns))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("stopping node %s: %w", n.Name, err)
