@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // PollInterval is how often WaitFor checks: short, since conditions are API reads against
@@ -57,4 +60,27 @@ func Consistently(tb testing.TB, ctx context.Context, d time.Duration, what stri
 	if failed != nil {
 		tb.Fatalf("%s: %v", what, failed)
 	}
+}
+
+// TestContext is a context for one test that ends after d or with the test.
+func TestContext(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// UserNamespace creates a namespace named prefix-<random> in c, as a user would, and waits
+// until its default ServiceAccount exists (made by the real serviceaccount controller, which
+// the caller runs), so pods can be created in it at once.
+func (c *Cluster) UserNamespace(tb testing.TB, ctx context.Context, prefix string) string {
+	tb.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
+	if err := c.Client.Create(ctx, ns); err != nil {
+		tb.Fatalf("%s: creating a namespace %s-: %v", c.Name, prefix, err)
+	}
+	Eventually(tb, ctx, time.Minute, "default ServiceAccount in "+ns.Name, func(ctx context.Context) (bool, error) {
+		err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "default"}, &corev1.ServiceAccount{})
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	return ns.Name
 }
