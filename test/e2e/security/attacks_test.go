@@ -169,6 +169,7 @@ func attacks() []attack {
 	out = append(out, csiMalformedAttacks()...)
 	out = append(out, lbMalformedAttack(), autoscalerMalformedAttack())
 	out = append(out, adoptionAttacks()...)
+	out = append(out, topologyAttacks()...)
 	return out
 }
 

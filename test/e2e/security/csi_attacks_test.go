@@ -175,25 +175,29 @@ func csiQuotaAttacks() []attack {
 			names := []string{"quota-1", "quota-2"}
 			for _, n := range names {
 				id := w.createVolume(t, w.csiCtrl, n, 16*mib)
-				// Gone means claim and all: the next row compares against the state before.
-				t.Cleanup(func() {
-					if _, err := w.csiCtrl.Controller.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
-						t.Errorf("deleting %s: %v", id, err)
-					}
-					w.eventually(t, "DataVolume and claim "+id+" gone", func() (bool, error) {
-						for _, obj := range []client.Object{&cdiv1.DataVolume{}, &corev1.PersistentVolumeClaim{}} {
-							if err := w.mgmt.Get(w.ctx, client.ObjectKey{Namespace: infraNS, Name: id}, obj); !apierrors.IsNotFound(err) {
-								return false, client.IgnoreNotFound(err)
-							}
-						}
-						return true, nil
-					})
-				})
+				t.Cleanup(func() { w.deleteVolume(t, id) })
 			}
 			_, err := w.csiCtrl.Controller.CreateVolume(w.call(t), createReq("quota-3", 16*mib))
 			return refused("2 created, 4th: "+code(t, "create", err, codes.ResourceExhausted), volumeKeys(names...)...)
 		}},
 	}
+}
+
+// deleteVolume deletes alpha's volume id and waits until its DataVolume and claim are gone:
+// the next row compares against the state before this one.
+func (w *world) deleteVolume(t *testing.T, id string) {
+	t.Helper()
+	if _, err := w.csiCtrl.Controller.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+		t.Errorf("deleting %s: %v", id, err)
+	}
+	w.eventually(t, "DataVolume and claim "+id+" gone", func() (bool, error) {
+		for _, obj := range []client.Object{&cdiv1.DataVolume{}, &corev1.PersistentVolumeClaim{}} {
+			if err := w.mgmt.Get(w.ctx, client.ObjectKey{Namespace: infraNS, Name: id}, obj); !apierrors.IsNotFound(err) {
+				return false, client.IgnoreNotFound(err)
+			}
+		}
+		return true, nil
+	})
 }
 
 func csiMalformedAttacks() []attack {

@@ -95,8 +95,10 @@ type world struct {
 	alphaWorkerAddresses []string
 }
 
+// storage is alpha's grant: the fixture's with volume topology (a zonal class in zone-a and
+// zone-b, FixedStorageClass pinned to zone-a; attacks 12a-12d), and small quotas.
 func storage() config.Storage {
-	s := fixture.Storage()
+	s := fixture.TopologyStorage(zoneA, zoneA, zoneB)
 	s.MaxVolumes, s.MaxTotalCapacity = maxVolumes, maxTotal
 	return s
 }
@@ -128,6 +130,7 @@ func startWorld(t *testing.T) *world {
 		w.must(t, fixture.CreateNamespace(ctx, w.mgmt, ns))
 	}
 	w.must(t, fixture.EnsureClasses(ctx, w.mgmt))
+	w.must(t, fixture.EnsureZoneClasses(ctx, w.mgmt, zoneA, zoneB))
 	for _, p := range pools {
 		w.create(t, w.mgmt, &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",

@@ -5,7 +5,8 @@
 // kube-scheduler and ccm, csi-controller beside the real external-provisioner,
 // external-attacher, external-resizer and csi-snapshotter, and the tenant's snapshot-controller.
 // Tests only create what a user creates — StorageClasses, PVCs, Pods, VolumeSnapshots — and
-// check outcomes inside the pods and in the management cluster.
+// check outcomes inside the pods and in the management cluster. Volume topology is on
+// (topology_test.go): the two nodes are in two zones; the chart's default class reaches both.
 package storage
 
 import (
@@ -151,6 +152,9 @@ func (w *world) start(ctx context.Context, e *harness.Env) error {
 	if err := fixture.EnsureClasses(ctx, e.Management.Client); err != nil {
 		return err
 	}
+	if err := fixture.EnsureZoneClasses(ctx, e.Management.Client, zoneA, zoneB); err != nil {
+		return err
+	}
 	if err := w.startRegistry(ctx, e); err != nil {
 		return err
 	}
@@ -238,8 +242,8 @@ func (w *world) startRegistry(ctx context.Context, e *harness.Env) error {
 	return nil
 }
 
-// startManagementSide runs the ccm (it initialises the real Nodes from their VMs), csi-controller
-// for the tenant and the real external-provisioner, external-attacher, external-resizer and
+// startManagementSide runs the ccm (it initialises the real Nodes from their VMs, with the zones
+// of the infra Nodes running them), csi-controller for the tenant (volume topology on) and the real external-provisioner, external-attacher, external-resizer and
 // csi-snapshotter beside it with the management chart's flags, and the tenant's
 // snapshot-controller.
 func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
@@ -253,7 +257,7 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 		return err
 	}
 	ccm, err := harness.StartBinary("ccm", filepath.Join(w.dir, "ccm"), filepath.Join(w.dir, "ccm.log"),
-		"--config", cfgPath, "--v=2", "--metrics-bind-address=127.0.0.1:0", "--node-monitor-period=500ms",
+		"--config", cfgPath, "--v=2", "--metrics-bind-address=127.0.0.1:0", "--node-monitor-period=500ms", "--node-zones=true",
 		"--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s", "--leader-elect-retry-period=250ms")
 	if err != nil {
 		return err
@@ -262,7 +266,7 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 	if err := os.MkdirAll(filepath.Join(w.dir, "csi-controller"), 0o755); err != nil {
 		return err
 	}
-	if w.ctrl, err = fixture.StartController(e.Management.Config, infra.Scope{Namespace: infraNS, ClusterName: cluster}, fixture.Storage(), filepath.Join(w.dir, "csi-controller")); err != nil {
+	if w.ctrl, err = fixture.StartController(e.Management.Config, infra.Scope{Namespace: infraNS, ClusterName: cluster}, topologyStorage(), filepath.Join(w.dir, "csi-controller")); err != nil {
 		return err
 	}
 	socket := strings.TrimPrefix(w.ctrl.Endpoint, "unix://")
@@ -292,13 +296,15 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 
 // installChart installs the tenant chart with the real helm, as the README does, with csi-node
 // from the registry, its built-in kubelet registration (node-driver-registrar is not built
-// here) and without the livenessprobe sidecar (neither is it).
+// here), without the livenessprobe sidecar (neither is it) and with volume topology on
+// (csi-node --require-zone).
 func (w *world) installChart(ctx context.Context, e *harness.Env) error {
 	i := strings.LastIndex(w.csiNode, ":")
 	values, err := yaml.Marshal(map[string]any{
 		"clusterName": cluster, "infraNamespace": infraNS,
-		"images":  map[string]any{"csiNode": map[string]any{"repository": w.csiNode[:i], "tag": w.csiNode[i+1:]}},
-		"csiNode": map[string]any{"registration": "builtin", "livenessProbe": false},
+		"images":   map[string]any{"csiNode": map[string]any{"repository": w.csiNode[:i], "tag": w.csiNode[i+1:]}},
+		"csiNode":  map[string]any{"registration": "builtin", "livenessProbe": false},
+		"topology": map[string]any{"enabled": true},
 		"storageClasses": []any{map[string]any{
 			"name": storageClass, "default": true, "infraStorageClassName": fixture.StorageClass,
 			"reclaimPolicy": "Delete", "allowVolumeExpansion": true, "volumeBindingMode": "WaitForFirstConsumer",
@@ -374,8 +380,8 @@ func driverNodeID(ctx context.Context, name string) (string, error) {
 // deploys them (timeouts, leader election, extra flags) instead of from a copy that can drift.
 func chartSidecarArgs(ctx context.Context, helm string, names ...string) (map[string][]string, error) {
 	const release = "tc"
-	objs, err := chartrender.Template(ctx, helm, "tenantcloud", release, infraNS,
-		"clusterName="+cluster, "config.storage.defaultStorageClass="+fixture.StorageClass)
+	sets := append([]string{"clusterName=" + cluster, "config.storage.defaultStorageClass=" + fixture.StorageClass}, topologyChartSets(topologyStorage())...)
+	objs, err := chartrender.Template(ctx, helm, "tenantcloud", release, infraNS, sets...)
 	if err != nil {
 		return nil, err
 	}

@@ -143,13 +143,25 @@ func userClaim(t testing.TB, ctx context.Context, ns, name, class string, block 
 // deleted (and its deletion awaited) at the end.
 func userPod(t testing.TB, ctx context.Context, pvc *corev1.PersistentVolumeClaim, name, nodeName string, args ...string) *corev1.Pod {
 	t.Helper()
+	pod := probePod(pvc, name, args...)
+	if nodeName != "" {
+		pod.Spec.NodeSelector = map[string]string{corev1.LabelHostname: nodeName}
+	}
+	create(t, ctx, pod)
+	waitRunning(t, ctx, pod, pvc)
+	return pod
+}
+
+// probePod is a pod named name running volprobe with args on the claim (mounted at /data, or
+// as the device /dev/xvda); not created yet.
+func probePod(pvc *corev1.PersistentVolumeClaim, name string, args ...string) *corev1.Pod {
 	app := corev1.Container{Name: "app", Image: node.VolProbeImage, ImagePullPolicy: corev1.PullNever, Args: args}
 	if ptr.Deref(pvc.Spec.VolumeMode, corev1.PersistentVolumeFilesystem) == corev1.PersistentVolumeBlock {
 		app.VolumeDevices = []corev1.VolumeDevice{{Name: "data", DevicePath: "/dev/xvda"}}
 	} else {
 		app.VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
 	}
-	pod := &corev1.Pod{
+	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace, Name: name},
 		Spec: corev1.PodSpec{
 			Containers: []corev1.Container{app},
@@ -158,12 +170,13 @@ func userPod(t testing.TB, ctx context.Context, pvc *corev1.PersistentVolumeClai
 			TerminationGracePeriodSeconds: ptr.To[int64](5),
 		},
 	}
-	if nodeName != "" {
-		pod.Spec.NodeSelector = map[string]string{corev1.LabelHostname: nodeName}
-	}
-	create(t, ctx, pod)
+}
+
+// waitRunning waits until the claim is bound and the pod runs.
+func waitRunning(t testing.TB, ctx context.Context, pod *corev1.Pod, pvc *corev1.PersistentVolumeClaim) {
+	t.Helper()
 	tc := env.Tenant.Client
-	harness.Eventually(t, ctx, volumeWait, "pod "+name+" Running with its volume", func(ctx context.Context) (bool, error) {
+	harness.Eventually(t, ctx, volumeWait, "pod "+pod.Name+" Running with its volume", func(ctx context.Context) (bool, error) {
 		if err := tc.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 			return false, err
 		}
@@ -175,7 +188,6 @@ func userPod(t testing.TB, ctx context.Context, pvc *corev1.PersistentVolumeClai
 		}
 		return pvc.Status.Phase == corev1.ClaimBound && pod.Status.Phase == corev1.PodRunning, nil
 	})
-	return pod
 }
 
 // create creates o in the tenant and deletes it at the end of the test (in reverse order of
