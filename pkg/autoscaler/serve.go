@@ -14,6 +14,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/pkg/metrics"
+	"github.com/tenantcloud/tenantcloud/pkg/reconnect"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
@@ -45,6 +46,9 @@ func Serve(ctx context.Context, cfg *config.Config, opts ServeOptions) error {
 	infraCfg.Wrap(opts.Metrics.WrapInfraTransport)
 	tenantCfg, err := restConfig(cfg.TenantKubeconfig, "tenant")
 	if err != nil {
+		return err
+	}
+	if infraCfg, tenantCfg, err = Reconnecting(infraCfg, tenantCfg); err != nil {
 		return err
 	}
 	scope := infra.Scope{Namespace: cfg.InfraNamespace, ClusterName: cfg.ClusterName}
@@ -121,4 +125,18 @@ func restConfig(path, which string) (*rest.Config, error) {
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg.UserAgent = "tenantcloud-autoscaler-provider/" + version.Version
 	return cfg, nil
+}
+
+// Reconnecting gives the infra and the tenant clients a reconnect.Gate each, so that the
+// caches catch up within seconds of either apiserver answering again after an outage.
+func Reconnecting(infraCfg, tenantCfg *rest.Config) (*rest.Config, *rest.Config, error) {
+	infraCfg, _, err := reconnect.Config(infraCfg, "infra")
+	if err != nil {
+		return nil, nil, err
+	}
+	tenantCfg, _, err = reconnect.Config(tenantCfg, "tenant")
+	if err != nil {
+		return nil, nil, err
+	}
+	return infraCfg, tenantCfg, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/pkg/kubeconfig"
 	"github.com/tenantcloud/tenantcloud/pkg/metrics"
+	"github.com/tenantcloud/tenantcloud/pkg/reconnect"
 )
 
 // ProviderName is the --cloud-provider name and the scheme of providerIDs ("kubevirt://"
@@ -102,6 +103,12 @@ func NewWithInfraConfig(cfg *config.Config, opts Options, infraCfg *rest.Config)
 	infraCfg.Wrap(opts.Metrics.WrapInfraTransport)
 	if opts.InfraQPS > 0 {
 		infraCfg.QPS, infraCfg.Burst = opts.InfraQPS, opts.InfraBurst
+	}
+	// One gate for every infra client: after an outage the caches and the load balancer's
+	// writes resume within seconds of the apiserver answering (see pkg/reconnect).
+	infraCfg, _, err := reconnect.Config(infraCfg, "infra")
+	if err != nil {
+		return nil, err
 	}
 	scope := infra.Scope{Namespace: cfg.InfraNamespace, ClusterName: cfg.ClusterName}
 	ic, err := infra.New(infraCfg, scope)

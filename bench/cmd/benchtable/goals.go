@@ -81,7 +81,11 @@ var scenarios = []scenario{
 		// (2 × 2.2 s) + 1 s for the requests.
 		atMost("standby leads ≤ 9.4 s after the last renewal", "expiry-p99-ms", 9400),
 	}},
-	{pkg: "test/e2e/outage", name: "OutageRecovery", pending: "no benchmark yet (issue 17; TestManagementAPIServerOutage logs the time)",
-		goals: []goal{atMost("operations converge ≤ 10 s after a 60 s management-apiserver outage", "converge-p99-ms", 10000)}},
+	{pkg: "test/e2e/outage", name: "OutageRecovery", goals: []goal{
+		atMost("operations converge ≤ 10 s after a 60 s management-apiserver outage", "converge-p99-ms", 10000),
+		// The same bound on the part that is tenantcloud's: the real MetalLB controller's own
+		// reconnection (client-go's backoff, 15–60 s after a minute's outage) left out.
+		atMost("the same, MetalLB's own reconnection left out", "converge-excl-metallb-p99-ms", 10000),
+	}},
 	{pkg: "test/e2e/autoscaler", name: "ScaleUp100", pending: "no benchmark yet (issue 17)"},
 }

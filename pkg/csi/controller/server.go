@@ -45,6 +45,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/csi/inflight"
 	"github.com/tenantcloud/tenantcloud/pkg/grpcerr"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
+	"github.com/tenantcloud/tenantcloud/pkg/reconnect"
 )
 
 // Component is the tenantcloud component name csi-controller labels its infra objects with.
@@ -150,6 +151,13 @@ func New(opts Options) (*Server, error) {
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = DefaultProbeTimeout
 	}
+	// Every infra client below shares one gate: after an outage they resume together within
+	// seconds of the apiserver answering, instead of on client-go's 15–60 s reflector backoff.
+	infraCfg, _, err := reconnect.Config(opts.Infra, "infra")
+	if err != nil {
+		return nil, fmt.Errorf("csi controller: %w", err)
+	}
+	opts.Infra = infraCfg
 	ic, err := infra.New(opts.Infra, opts.Scope)
 	if err != nil {
 		return nil, fmt.Errorf("csi controller: %w", err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
 	"k8s.io/client-go/rest"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
@@ -169,7 +170,7 @@ func nameOf(machines map[string]string, providerID string) string {
 
 // startCAPI runs the Cluster API + CAPK simulator for the tenant (the KubeVirt one runs
 // already, in fixture) until the test ends.
-func startCAPI(t *testing.T) {
+func startCAPI(t testing.TB) {
 	t.Helper()
 	mgr, err := simmgr.New(env.Management.Config)
 	if err != nil {
@@ -192,7 +193,7 @@ func startCAPI(t *testing.T) {
 
 // removeGroup deletes the MachineDeployment and waits for its Machines to go, while the
 // simulator still runs.
-func removeGroup(t *testing.T, md *clusterv1.MachineDeployment) {
+func removeGroup(t testing.TB, md *clusterv1.MachineDeployment) {
 	ctx := testCtx(t, time.Minute)
 	if err := env.Management.Client.Delete(ctx, md); client.IgnoreNotFound(err) != nil {
 		t.Errorf("deleting %s: %v", md.Name, err)
@@ -210,7 +211,7 @@ func removeGroup(t *testing.T, md *clusterv1.MachineDeployment) {
 
 // startProvider runs one autoscaler-provider replica in-process, its requests marked with
 // providerUserAgent for the audit log.
-func startProvider(t *testing.T, ctx context.Context) protos.CloudProviderClient {
+func startProvider(t testing.TB, ctx context.Context) protos.CloudProviderClient {
 	t.Helper()
 	cfg := rest.CopyConfig(env.Management.Config)
 	cfg.UserAgent = providerUserAgent
@@ -224,4 +225,65 @@ func startProvider(t *testing.T, ctx context.Context) protos.CloudProviderClient
 		}
 	})
 	return p.Client
+}
+
+// ensureGroup makes a node group of the tenant (min 0, max 10) with replicas Machines asked
+// for; the Cluster and the machine template are shared by every group and left in place.
+func ensureGroup(tb testing.TB, ctx context.Context, name string, replicas int32) *clusterv1.MachineDeployment {
+	tb.Helper()
+	md := capi.NewMachineDeployment(infraNS, name, cluster, asTemplate, replicas)
+	md.Annotations = map[string]string{autoscaler.AnnotationMinSize: "0", autoscaler.AnnotationMaxSize: "10"}
+	for _, obj := range []client.Object{
+		capi.NewCluster(infraNS, cluster),
+		capi.NewKubevirtMachineTemplate(infraNS, asTemplate, cluster, 2, "3Gi"),
+		md,
+	} {
+		if err := env.Management.Client.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			tb.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+		}
+	}
+	return md
+}
+
+// targetSize asks the provider for the group's target size, as cluster-autoscaler does on
+// every loop.
+func targetSize(ctx context.Context, p protos.CloudProviderClient, group string) (int32, error) {
+	resp, err := p.NodeGroupTargetSize(ctx, &protos.NodeGroupTargetSizeRequest{Id: group})
+	return resp.GetTargetSize(), err
+}
+
+// scaleUpTo is cluster-autoscaler's scale-up as its loop repeats it: read the group's target
+// size and ask for the difference to want with NodeGroupIncreaseSize. A call that failed may
+// still have landed — a write held while the apiserver was away goes out when it is back, and
+// its caller's deadline may pass meanwhile — so, as cluster-autoscaler does, a retry re-reads
+// the target instead of repeating the delta.
+func scaleUpTo(p protos.CloudProviderClient, group string, want int32) func(context.Context) error {
+	return func(ctx context.Context) error {
+		n, err := targetSize(ctx, p, group)
+		if err != nil || n >= want {
+			return err
+		}
+		_, err = p.NodeGroupIncreaseSize(ctx, &protos.NodeGroupIncreaseSizeRequest{Id: group, Delta: want - n})
+		return err
+	}
+}
+
+// targetIs: the provider answers the group's target size with want (its cache caught up).
+func targetIs(p protos.CloudProviderClient, group string, want int32) func(context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		n, err := targetSize(ctx, p, group)
+		return n == want, err
+	}
+}
+
+// replicasOf reads the MachineDeployment's replicas from the apiserver.
+func replicasOf(ctx context.Context, md *clusterv1.MachineDeployment) (int32, error) {
+	cur := &clusterv1.MachineDeployment{}
+	if err := env.Management.Client.Get(ctx, client.ObjectKeyFromObject(md), cur); err != nil {
+		return 0, err
+	}
+	if cur.Spec.Replicas == nil {
+		return 0, nil
+	}
+	return *cur.Spec.Replicas, nil
 }

@@ -144,7 +144,7 @@ func (tr *tracker) count() int {
 
 // wait waits for every operation, fails the test for those that never completed, and returns
 // when the last one finished.
-func (tr *tracker) wait(t *testing.T) time.Time {
+func (tr *tracker) wait(t testing.TB) time.Time {
 	t.Helper()
 	tr.wg.Wait()
 	tr.mu.Lock()
@@ -161,6 +161,30 @@ func (tr *tracker) wait(t *testing.T) time.Time {
 	return last
 }
 
+// done returns the operations that finished, as they are now.
+func (tr *tracker) done() []op {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out []op
+	for _, o := range tr.ops {
+		if !o.finished.IsZero() {
+			out = append(out, *o)
+		}
+	}
+	return out
+}
+
+// summarySince lists every operation with when it finished relative to t.
+func (tr *tracker) summarySince(t time.Time) string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var b strings.Builder
+	for _, o := range tr.ops {
+		fmt.Fprintf(&b, "\n  %-36s %+9s  checks/calls=%d", o.name, o.finished.Sub(t).Round(time.Millisecond), o.attempts)
+	}
+	return b.String()
+}
+
 func (tr *tracker) summary() string {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -173,7 +197,7 @@ func (tr *tracker) summary() string {
 
 // LoadBalancers.
 
-func createLB(t *testing.T, ctx context.Context, ns, name string, annotations map[string]string) *corev1.Service {
+func createLB(t testing.TB, ctx context.Context, ns, name string, annotations map[string]string) *corev1.Service {
 	t.Helper()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations},
@@ -242,7 +266,7 @@ func infraServicesOf(ctx context.Context, svc *corev1.Service) (int, error) {
 	return len(list.Items), err
 }
 
-func deleteLB(t *testing.T, ctx context.Context, svc *corev1.Service) {
+func deleteLB(t testing.TB, ctx context.Context, svc *corev1.Service) {
 	t.Helper()
 	if err := env.Tenant.Client.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
 		t.Fatalf("deleting tenant Service %s: %v", svc.Name, err)
@@ -260,7 +284,7 @@ const volumeSize = 16 << 20
 
 func scope() infra.Scope { return infra.Scope{Namespace: infraNS, ClusterName: cluster} }
 
-func startController(t *testing.T) *fixture.Controller {
+func startController(t testing.TB) *fixture.Controller {
 	t.Helper()
 	c, err := fixture.StartController(env.Management.Config, scope(), fixture.Storage(), t.TempDir())
 	if err != nil {
@@ -354,7 +378,7 @@ func succeeded(e harness.AuditEvent) bool {
 // auditCounts counts the successful requests of the events' keys ("create services", …).
 // Every caller counts writes the component made, so none at all means the log or the filter
 // is wrong: that fails here instead of letting a "fewer than expected" branch pass on nothing.
-func auditCounts(t *testing.T, since time.Time, keep func(harness.AuditEvent) bool) map[string]int {
+func auditCounts(t testing.TB, since time.Time, keep func(harness.AuditEvent) bool) map[string]int {
 	t.Helper()
 	events, err := env.Management.AuditEvents(since, func(e harness.AuditEvent) bool { return keep(e) && succeeded(e) })
 	if err != nil {

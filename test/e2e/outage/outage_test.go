@@ -21,10 +21,11 @@ import (
 const OutageDuration = 60 * time.Second
 
 // TestManagementAPIServerOutage kills the management kube-apiserver for OutageDuration while
-// LoadBalancer and volume operations are in flight and more are asked for during the outage,
-// then starts it again on the same endpoint: every operation completes, nothing is created
-// twice. The ccm, csi-controller, MetalLB and the simulators keep running throughout and must
-// reconnect by themselves.
+// LoadBalancer and volume operations are in flight and more are asked for during the outage
+// (a node-group scale-up of autoscaler-provider among them), then starts it again on the same
+// endpoint: every operation completes, nothing is created twice. The ccm, csi-controller,
+// autoscaler-provider, MetalLB and the simulators keep running throughout and must reconnect
+// by themselves.
 func TestManagementAPIServerOutage(t *testing.T) {
 	needWorld(t)
 	runOutage(t, env.Management)
@@ -45,20 +46,8 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 	prefix := down.Name[:4] // "mana" / "tena": names unique per test in the shared tenant
 	ns := tenantNamespace(t, ctx, "outage-"+down.Name)
 
-	k := world.runCCM(t, "ccm-"+down.Name)
-	eventually(t, ctx, "the ccm leading", func(context.Context) (bool, error) {
-		if exited, err := k.current().Exited(); exited {
-			return false, fmt.Errorf("ccm exited: %v\n%s", err, k.current().Log(3000))
-		}
-		return k.current().leads(), nil
-	})
-	ctrl := startController(t)
-	defer func() {
-		if err := ctrl.Stop(); err != nil {
-			t.Errorf("stopping csi-controller: %v", err)
-		}
-	}()
-	cc := ctrl.Controller
+	progs := startPrograms(t, ctx, prefix)
+	k, cc, prov, md, group := progs.ccm, progs.cc, progs.prov, progs.md, progs.group
 
 	// Steady state before the outage: LoadBalancers serving, volumes made, one published.
 	setup := newTracker(ctx)
@@ -150,7 +139,10 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 	tr.call("create "+duringVol+" (during)", createVolume(cc, duringVol))
 	tr.call("unpublish "+unpubVol+" (during)", unpublish(cc, volID(unpubVol)))
 	created = append(created, duringVol)
-	askedDuring := 2
+	// cluster-autoscaler's scale-up to 1, then the target size it reads back.
+	tr.call("increase "+md.Name+" (during)", scaleUpTo(prov, group, 1))
+	tr.track("target of "+md.Name+" is 1 (during)", targetIs(prov, group, 1))
+	askedDuring := 3
 	if down != env.Tenant {
 		for i := range 2 {
 			svc := createLB(t, ctx, ns, fmt.Sprintf("during-%d", i), nil)
@@ -226,10 +218,18 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 		}
 	}
 
+	if n, err := replicasOf(ctx, md); err != nil {
+		t.Fatal(err)
+	} else if n != 1 {
+		duplicates += max(int(n)-1, 0)
+		t.Errorf("node group %s: %d replicas after a scale-up to 1, want 1", md.Name, n)
+	}
+
 	// … and in what the management apiserver was asked to do.
 	unaudited := 0
 	ccmCalls := auditCounts(t, start, harness.ByUser(ccmInfraUser))
 	csiCalls := auditCounts(t, start, harness.ByUserAgentPrefix(fixture.UserAgent))
+	provCalls := auditCounts(t, start, harness.ByUserAgentPrefix(providerUserAgent))
 	for _, c := range []struct {
 		what      string
 		got, want int
@@ -239,6 +239,7 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 		{"DataVolume creates by csi-controller", csiCalls["create datavolumes"], len(created)},
 		{"VM addvolume calls by csi-controller", csiCalls["update virtualmachines/addvolume"], len(published)},
 		{"VM removevolume calls by csi-controller", csiCalls["update virtualmachines/removevolume"], 1},
+		{"MachineDeployment /scale writes by autoscaler-provider", provCalls["update machinedeployments/scale"], 1},
 	} {
 		switch {
 		case c.got > c.want:
@@ -262,8 +263,8 @@ func runOutage(t *testing.T, down *harness.Cluster) {
 	for _, why := range k.exitReasons() {
 		t.Logf("ccm exit: %s", why)
 	}
-	t.Logf("audit (successful, since the test began; %d writes cut by the kill left no event): ccm %s; csi-controller %s",
-		unaudited, harness.FormatCounts(ccmCalls), harness.FormatCounts(csiCalls))
+	t.Logf("audit (successful, since the test began; %d writes cut by the kill left no event): ccm %s; csi-controller %s; autoscaler-provider %s",
+		unaudited, harness.FormatCounts(ccmCalls), harness.FormatCounts(csiCalls), harness.FormatCounts(provCalls))
 
 	// Leave the tenant as found: LoadBalancers deleted, volumes unpublished and deleted.
 	cleanup := newTracker(ctx)

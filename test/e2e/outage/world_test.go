@@ -11,14 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
 	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/metallb"
@@ -193,7 +197,7 @@ type kubelet struct {
 // restartDelay stands for the kubelet's restart back-off (10 s doubling upstream; short here).
 const restartDelay = time.Second
 
-func (w *World) runCCM(t *testing.T, name string) *kubelet {
+func (w *World) runCCM(t testing.TB, name string) *kubelet {
 	t.Helper()
 	k := &kubelet{w: w, name: name, quit: make(chan struct{}), finished: make(chan struct{})}
 	p, err := w.startCCM(fmt.Sprintf("%s-%d", name, 1))
@@ -285,18 +289,52 @@ func eventually(tb testing.TB, ctx context.Context, what string, cond func(conte
 	harness.Eventually(tb, ctx, waitTimeout, what, cond)
 }
 
-func testCtx(t *testing.T, d time.Duration) context.Context {
+func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // tenantNamespace creates a namespace in the tenant cluster for one test's Services.
-func tenantNamespace(t *testing.T, ctx context.Context, name string) string {
+func tenantNamespace(t testing.TB, ctx context.Context, name string) string {
 	t.Helper()
 	err := env.Tenant.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	return name
+}
+
+// programs are tenantcloud's programs for one test: the ccm binary (leading), csi-controller
+// over gRPC, and autoscaler-provider over gRPC with a node group of its own at size 0.
+type programs struct {
+	ccm   *kubelet
+	cc    csi.ControllerClient
+	prov  protos.CloudProviderClient
+	md    *clusterv1.MachineDeployment
+	group string
+}
+
+// startPrograms starts them, names made unique by suffix, and stops them in cleanups.
+func startPrograms(tb testing.TB, ctx context.Context, suffix string) *programs {
+	tb.Helper()
+	k := world.runCCM(tb, "ccm-"+suffix)
+	eventually(tb, ctx, "the ccm leading", func(context.Context) (bool, error) {
+		if exited, err := k.current().Exited(); exited {
+			return false, fmt.Errorf("ccm exited: %v\n%s", err, k.current().Log(3000))
+		}
+		return k.current().leads(), nil
+	})
+	ctrl := startController(tb)
+	tb.Cleanup(func() {
+		if err := ctrl.Stop(); err != nil {
+			tb.Errorf("stopping csi-controller: %v", err)
+		}
+	})
+	prov := startProvider(tb, ctx)
+	md := ensureGroup(tb, ctx, cluster+"-"+suffix, 0)
+	tb.Cleanup(func() { removeGroup(tb, md) })
+	group := autoscaler.GroupID(infraNS, md.Name)
+	eventually(tb, ctx, "autoscaler-provider serving the node group", targetIs(prov, group, 0))
+	return &programs{ccm: k, cc: ctrl.Controller, prov: prov, md: md, group: group}
 }

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/tenantcloud/tenantcloud/pkg/reconnect"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
@@ -21,6 +22,13 @@ import (
 // controller names allowed to repeat (several simulators may run in one test binary).
 func New(cfg *rest.Config) (manager.Manager, error) {
 	scheme, err := harness.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	// The simulated controllers reconnect the moment the apiserver is back (the real KubeVirt,
+	// CDI and Cluster API controllers wait out client-go's backoff, 15–60 s after a minute's
+	// outage): the outage tests then measure tenantcloud's recovery, not the simulators'.
+	cfg, _, err = reconnect.Config(cfg, "simulated")
 	if err != nil {
 		return nil, err
 	}
