@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
@@ -145,5 +147,53 @@ func TestCSIControllerTopology(t *testing.T) {
 	noZones := append(slices.Clone(topo), "ccm.nodeZones=false")
 	if _, err := chartrender.Template(ctx, helmBin(t), "tenantcloud", release, ns, noZones...); err == nil || !strings.Contains(err.Error(), "needs ccm.nodeZones=true") {
 		t.Errorf("topology without ccm.nodeZones rendered: %v", err)
+	}
+}
+
+// TestEveryContainerHasAMemoryLimit: every container both charts render (legacy driver on, so
+// every sidecar is there) has a memory limit, so a leak is contained and Go's soft limit has a
+// target. Our programs set GOMEMLIMIT themselves from the limit (pkg/cli); the upstream ones,
+// which do not, get it from the chart at 80 % of the limit.
+func TestEveryContainerHasAMemoryLimit(t *testing.T) {
+	ours := map[string]bool{"ccm": true, "csi-controller": true, "autoscaler-provider": true, "csi-node": true, "csi-node-legacy": true}
+	for chart, sets := range map[string][]string{
+		"tenantcloud":        append(slices.Clone(mgmtSets), "csiController.legacyDriver.enabled=true"),
+		"tenantcloud-tenant": append(slices.Clone(tenantSets), "csiNode.legacyDriver.enabled=true"),
+	} {
+		checked := 0
+		for _, o := range render(t, chart, "deploy-memory", sets...) {
+			containers, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			if err != nil {
+				t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+			for _, c := range containers {
+				c, _ := c.(map[string]any)
+				name, _, _ := unstructured.NestedString(c, "name")
+				where := fmt.Sprintf("%s: %s %s container %s", chart, o.GetKind(), o.GetName(), name)
+				raw, _, _ := unstructured.NestedString(c, "resources", "limits", "memory")
+				limit, err := resource.ParseQuantity(raw)
+				if err != nil || limit.Value() <= 0 {
+					t.Errorf("%s: memory limit %q", where, raw)
+					continue
+				}
+				checked++
+				goMemLimit := ""
+				env, _, _ := unstructured.NestedSlice(c, "env")
+				for _, e := range env {
+					if e, _ := e.(map[string]any); e["name"] == "GOMEMLIMIT" {
+						goMemLimit, _ = e["value"].(string)
+					}
+				}
+				switch want := fmt.Sprintf("%dMiB", limit.Value()*8/10>>20); {
+				case ours[name] && goMemLimit != "":
+					t.Errorf("%s: GOMEMLIMIT=%s overrides the program's own 80 %% of its limit", where, goMemLimit)
+				case !ours[name] && goMemLimit != want:
+					t.Errorf("%s: GOMEMLIMIT=%q with a %s limit, want %q", where, goMemLimit, raw, want)
+				}
+			}
+		}
+		if checked == 0 {
+			t.Errorf("%s: no container rendered", chart)
+		}
 	}
 }

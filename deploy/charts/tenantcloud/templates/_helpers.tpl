@@ -90,3 +90,21 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/*
+GOMEMLIMIT for an upstream Go program, which does not read its container's memory limit as
+ours do (pkg/cli): 80 % of resources.limits.memory when given in Mi or Gi, nothing otherwise.
+The rest of the limit is for what the Go runtime does not count but the cgroup does (the
+binary's pages, kernel buffers). Arg: the container's resources.
+*/}}
+{{- define "tenantcloud.goMemLimit" -}}
+{{- $limit := "" -}}
+{{- with .limits }}{{ $limit = toString (.memory | default "") }}{{ end -}}
+{{- $mib := 0 -}}
+{{- if hasSuffix "Mi" $limit }}{{ $mib = trimSuffix "Mi" $limit | atoi }}
+{{- else if hasSuffix "Gi" $limit }}{{ $mib = mul (trimSuffix "Gi" $limit | atoi) 1024 }}{{ end -}}
+{{- if gt $mib 0 -}}
+- name: GOMEMLIMIT
+  value: {{ printf "%dMiB" (div (mul $mib 8) 10) | quote }}
+{{- end -}}
+{{- end -}}
