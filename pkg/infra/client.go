@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -69,6 +70,23 @@ func (c *Client) Start(ctx context.Context) error {
 	return c.cache.Start(ctx)
 }
 
+// Watch adds handler to the scoped informer of obj's type, creating the informer if needed (it
+// runs with the cache, see Start): the handler sees only what the cache holds, the tenant
+// namespace's objects labelled with this cluster's name.
+func (c *Client) Watch(ctx context.Context, obj client.Object, handler toolscache.ResourceEventHandler) error {
+	if c.cache == nil {
+		return fmt.Errorf("watching %T: the infra client has no cache", obj)
+	}
+	inf, err := c.cache.GetInformer(ctx, obj)
+	if err != nil {
+		return fmt.Errorf("informer for %T: %w", obj, err)
+	}
+	if _, err := inf.AddEventHandler(handler); err != nil {
+		return fmt.Errorf("watching %T: %w", obj, err)
+	}
+	return nil
+}
+
 // WaitForCacheSync blocks until the informers started so far have synced or ctx ends.
 func (c *Client) WaitForCacheSync(ctx context.Context) bool {
 	if c.cache == nil {
@@ -112,18 +130,24 @@ func (c *Client) VMForNode(ctx context.Context, providerID string) (*kubevirtv1.
 }
 
 func (c *Client) getInCluster(ctx context.Context, gr schema.GroupResource, name string, obj client.Object) error {
+	// The cache is already label-scoped; checking again keeps the invariant independent of
+	// how the reader was built.
+	return c.get(ctx, c.reader, gr, name, obj, c.scope.InCluster)
+}
+
+// get reads name from the tenant namespace through r and answers NotFound, like for a missing
+// object, when the name is malformed or the object fails in.
+func (c *Client) get(ctx context.Context, r client.Reader, gr schema.GroupResource, name string, obj client.Object, in func(client.Object) bool) error {
 	if err := ValidateName(name); err != nil {
 		return notFound(gr, err.Error())
 	}
-	if err := c.reader.Get(ctx, client.ObjectKey{Namespace: c.scope.Namespace, Name: name}, obj); err != nil {
+	if err := r.Get(ctx, client.ObjectKey{Namespace: c.scope.Namespace, Name: name}, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			return apierrors.NewNotFound(gr, name)
 		}
 		return fmt.Errorf("getting %s %s/%s: %w", gr, c.scope.Namespace, name, err)
 	}
-	// The cache is already label-scoped; checking again keeps the invariant independent of
-	// how the reader was built.
-	if !c.scope.InCluster(obj) {
+	if !in(obj) {
 		return apierrors.NewNotFound(gr, name)
 	}
 	return nil

@@ -97,17 +97,5 @@ func (c *Client) OwnedVolumeSnapshot(ctx context.Context, name, component string
 }
 
 func (c *Client) getOwned(ctx context.Context, gr schema.GroupResource, name, component string, obj client.Object) error {
-	if err := ValidateName(name); err != nil {
-		return notFound(gr, err.Error())
-	}
-	if err := c.reader.Get(ctx, client.ObjectKey{Namespace: c.scope.Namespace, Name: name}, obj); err != nil {
-		if apierrors.IsNotFound(err) {
-			return apierrors.NewNotFound(gr, name)
-		}
-		return fmt.Errorf("getting %s %s/%s: %w", gr, c.scope.Namespace, name, err)
-	}
-	if !c.scope.OwnedBy(obj, component) {
-		return apierrors.NewNotFound(gr, name)
-	}
-	return nil
+	return c.get(ctx, c.reader, gr, name, obj, func(o client.Object) bool { return c.scope.OwnedBy(o, component) })
 }

@@ -91,7 +91,7 @@ func (s *Server) patchClusterOwner(ctx context.Context, dv *cdiv1.DataVolume, re
 	patched.OwnerReferences = append(patched.OwnerReferences, *ref)
 	// The optimistic lock keeps a concurrent writer's owner references: a merge patch
 	// replaces the whole list.
-	if err := s.infra.Client().Patch(ctx, patched, client.MergeFromWithOptions(dv, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := s.infra.PatchOwned(ctx, patched, client.MergeFromWithOptions(dv, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("DataVolume %s/%s: adding the owner reference to Cluster %s: %w", dv.Namespace, dv.Name, ref.Name, err)
 	}
 	klog.FromContext(ctx).V(2).Info("DataVolume now owned by the tenant's Cluster", "dataVolume", klog.KObj(dv))

@@ -101,7 +101,7 @@ func (s *Server) resizeClaim(ctx context.Context, id string, pvc *corev1.Persist
 	if dryRun {
 		opts = append(opts, client.DryRunAll)
 	}
-	if err := s.infra.Client().Patch(ctx, changed, client.MergeFrom(pvc), opts...); err != nil {
+	if err := s.infra.PatchInCluster(ctx, changed, client.MergeFrom(pvc), opts...); err != nil {
 		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
 			return status.Errorf(codes.FailedPrecondition, "volume %q: the infra claim cannot be resized: %v", id, err)
 		}
@@ -127,13 +127,13 @@ func (s *Server) raiseCapacity(ctx context.Context, v *volume, size, claimReques
 	patch := client.MergeFromWithOptions(v.dv, client.MergeFromWithOptimisticLock{})
 	dv.Annotations[AnnCapacity] = strconv.FormatInt(size, 10)
 	dv.Annotations[AnnClaimRequest] = strconv.FormatInt(claimRequest, 10)
-	if err := s.infra.Client().Patch(ctx, dv, patch); err != nil {
+	if err := s.infra.PatchOwned(ctx, dv, patch); err != nil {
 		return apiError(err, "volume %q: recording the new capacity", v.id)
 	}
 	// Wait for the cache, so the quota check of the next call counts the new size.
 	err = s.notify.wait(ctx, kindDataVolume, v.id, func() (bool, error) {
 		cur := &cdiv1.DataVolume{}
-		if err := s.reader().Get(ctx, client.ObjectKeyFromObject(dv), cur); err != nil {
+		if err := s.infra.GetInCluster(ctx, dv.Name, cur); err != nil {
 			return false, err
 		}
 		return cur.ResourceVersion == dv.ResourceVersion || cur.Annotations[AnnCapacity] == dv.Annotations[AnnCapacity], nil
@@ -151,7 +151,7 @@ func (s *Server) waitResized(ctx context.Context, claim string, request int64) e
 	last := ""
 	err := s.notify.wait(ctx, kindClaim, claim, func() (bool, error) {
 		pvc := &corev1.PersistentVolumeClaim{}
-		if err := s.reader().Get(ctx, client.ObjectKey{Namespace: s.scope.Namespace, Name: claim}, pvc); err != nil {
+		if err := s.infra.GetInCluster(ctx, claim, pvc); err != nil {
 			return false, apiError(err, "reading claim %s", claim)
 		}
 		capacity := pvc.Status.Capacity[corev1.ResourceStorage]

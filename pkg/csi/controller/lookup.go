@@ -15,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 )
@@ -138,9 +137,10 @@ func (s *Server) getVolume(ctx context.Context, id string) (*volume, error) {
 
 // listVolumes returns this tenant's volumes (not terminating), sorted by ID.
 func (s *Server) listVolumes(ctx context.Context) ([]*volume, error) {
+	// Adopted DataVolumes carry the upstream driver's labels besides ours: ListOwned selects
+	// on our labels only, and asVolume tells native and adopted volumes apart.
 	var list cdiv1.DataVolumeList
-	if err := s.reader().List(ctx, &list, client.InNamespace(s.scope.Namespace),
-		client.MatchingLabels(s.scope.OwnedLabels(Component))); err != nil {
+	if err := s.infra.ListOwned(ctx, &list, Component, nil); err != nil {
 		return nil, apiError(err, "listing DataVolumes")
 	}
 	var out []*volume
@@ -197,13 +197,11 @@ func volumeStatus(vmi *kubevirtv1.VirtualMachineInstance, id string) *kubevirtv1
 // the VM dropped (or a VMI-level hotplug), so both count.
 func (s *Server) attachments(ctx context.Context) (map[string][]string, error) {
 	var vms kubevirtv1.VirtualMachineList
-	if err := s.reader().List(ctx, &vms, client.InNamespace(s.scope.Namespace),
-		client.MatchingLabels{"cluster.x-k8s.io/cluster-name": s.scope.ClusterName}); err != nil {
+	if err := s.infra.ListInCluster(ctx, &vms); err != nil {
 		return nil, apiError(err, "listing VMs")
 	}
 	var vmis kubevirtv1.VirtualMachineInstanceList
-	if err := s.reader().List(ctx, &vmis, client.InNamespace(s.scope.Namespace),
-		client.MatchingLabels{"cluster.x-k8s.io/cluster-name": s.scope.ClusterName}); err != nil {
+	if err := s.infra.ListInCluster(ctx, &vmis); err != nil {
 		return nil, apiError(err, "listing VMIs")
 	}
 	out := map[string][]string{}
@@ -214,7 +212,7 @@ func (s *Server) attachments(ctx context.Context) (map[string][]string, error) {
 	}
 	for i := range vms.Items {
 		vm := &vms.Items[i]
-		if !s.scope.InCluster(vm) || vm.Spec.Template == nil {
+		if vm.Spec.Template == nil {
 			continue
 		}
 		for _, v := range vm.Spec.Template.Spec.Volumes {
@@ -223,9 +221,6 @@ func (s *Server) attachments(ctx context.Context) (map[string][]string, error) {
 	}
 	for i := range vmis.Items {
 		vmi := &vmis.Items[i]
-		if !s.scope.InCluster(vmi) {
-			continue
-		}
 		for _, v := range vmi.Spec.Volumes {
 			add(v.Name, vmi.Name)
 		}

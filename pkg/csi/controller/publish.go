@@ -13,7 +13,6 @@ import (
 	"k8s.io/klog/v2"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/grpcerr"
@@ -260,9 +259,10 @@ func (s *Server) ControllerUnpublishVolume(ctx context.Context, req *csi.Control
 	return &csi.ControllerUnpublishVolumeResponse{}, nil
 }
 
-// dataVolumeExists reports whether the cache holds any DataVolume named id (ours or not).
+// dataVolumeExists reports whether the cache holds any DataVolume of this cluster named id
+// (ours or not).
 func (s *Server) dataVolumeExists(ctx context.Context, id string) (bool, error) {
-	err := s.reader().Get(ctx, client.ObjectKey{Namespace: s.scope.Namespace, Name: id}, &cdiv1.DataVolume{})
+	err := s.infra.GetInCluster(ctx, id, &cdiv1.DataVolume{})
 	switch {
 	case err == nil:
 		return true, nil

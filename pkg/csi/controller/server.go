@@ -207,14 +207,9 @@ func (s *Server) watched() map[string]client.Object {
 // first call is answered from a complete view. It also starts emitting Events.
 func (s *Server) Start(ctx context.Context) error {
 	s.notify.stopped = ctx.Done()
-	c := s.infra.Cache()
 	for kind, obj := range s.watched() {
-		inf, err := c.GetInformer(ctx, obj)
-		if err != nil {
-			return fmt.Errorf("csi controller: informer for %s: %w", kind, err)
-		}
-		if _, err := inf.AddEventHandler(s.notify.handler(kind)); err != nil {
-			return fmt.Errorf("csi controller: watching %s: %w", kind, err)
+		if err := s.infra.Watch(ctx, obj, s.notify.handler(kind)); err != nil {
+			return fmt.Errorf("csi controller: %s: %w", kind, err)
 		}
 	}
 	cacheDone := make(chan error, 1)
@@ -275,9 +270,6 @@ func PluginCapabilities(topology bool) []*csi.PluginCapability {
 func (s *Server) Register(r grpc.ServiceRegistrar) {
 	s.register(r, tccsi.DriverName)
 }
-
-// reader reads from the scoped cache.
-func (s *Server) reader() client.Client { return s.infra.Client() }
 
 // apiError turns an infra API error into a gRPC status (grpcerr.Code) whose message says what
 // was being done.

@@ -14,10 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/klog/v2"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 )
@@ -122,7 +120,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 
 	for attempt := 0; ; attempt++ {
 		existing := infra.NewVolumeSnapshot()
-		err := s.reader().Get(ctx, client.ObjectKey{Namespace: s.scope.Namespace, Name: id}, existing)
+		err := s.infra.GetNamed(ctx, id, existing)
 		if err == nil {
 			sn, ok := s.asSnapshot(existing)
 			switch {
@@ -149,7 +147,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		if err := s.addClusterOwner(ctx, vs, "snapshot %q: owner reference for VolumeSnapshot %s/%s", name, s.scope.Namespace, id); err != nil {
 			return nil, err
 		}
-		err = s.infra.Client().Create(ctx, vs)
+		err = s.infra.CreateOwned(ctx, vs)
 		if apierrors.IsAlreadyExists(err) && attempt == 0 {
 			if err := s.waitSnapshotCached(ctx, id); err != nil {
 				return nil, err
@@ -261,9 +259,7 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 		return nil, err
 	}
 	if !sn.terminating() {
-		uid := sn.obj.GetUID()
-		err := s.infra.Client().Delete(ctx, sn.obj, &client.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-		if err != nil && !apierrors.IsNotFound(err) {
+		if err := s.infra.DeleteOwned(ctx, sn.obj); err != nil {
 			return nil, apiError(err, "snapshot %q: deleting VolumeSnapshot", id)
 		}
 		klog.FromContext(ctx).V(2).Info("Deleted VolumeSnapshot", "snapshotID", id)

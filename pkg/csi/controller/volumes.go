@@ -156,7 +156,7 @@ func (s *Server) newDataVolume(id, name string, p volumeParams, layout infraLayo
 func (s *Server) ensureDataVolume(ctx context.Context, want *cdiv1.DataVolume, req *csi.CreateVolumeRequest) error {
 	for attempt := 0; ; attempt++ {
 		existing := &cdiv1.DataVolume{}
-		err := s.reader().Get(ctx, client.ObjectKeyFromObject(want), existing)
+		err := s.infra.GetInCluster(ctx, want.Name, existing)
 		switch {
 		case err == nil:
 			return s.sameVolume(existing, want, req)
@@ -220,7 +220,7 @@ func (s *Server) createWithinQuota(ctx context.Context, dv *cdiv1.DataVolume) er
 			return err
 		}
 	}
-	if err := s.infra.Client().Create(ctx, dv); err != nil {
+	if err := s.infra.CreateOwned(ctx, dv); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return err
 		}
@@ -233,7 +233,7 @@ func (s *Server) createWithinQuota(ctx context.Context, dv *cdiv1.DataVolume) er
 // waitCached waits until the cache holds the DataVolume name.
 func (s *Server) waitCached(ctx context.Context, name string) error {
 	err := s.notify.wait(ctx, kindDataVolume, name, func() (bool, error) {
-		err := s.reader().Get(ctx, client.ObjectKey{Namespace: s.scope.Namespace, Name: name}, &cdiv1.DataVolume{})
+		err := s.infra.GetInCluster(ctx, name, &cdiv1.DataVolume{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -251,7 +251,7 @@ func (s *Server) waitSucceeded(ctx context.Context, id string) (*volume, error) 
 	var last *cdiv1.DataVolume
 	err := s.notify.wait(ctx, kindDataVolume, id, func() (bool, error) {
 		dv := &cdiv1.DataVolume{}
-		err := s.reader().Get(ctx, client.ObjectKey{Namespace: s.scope.Namespace, Name: id}, dv)
+		err := s.infra.GetInCluster(ctx, id, dv)
 		if apierrors.IsNotFound(err) {
 			return false, status.Errorf(codes.Aborted, "volume %q: DataVolume %s/%s disappeared while being populated; retry", id, s.scope.Namespace, id)
 		}
@@ -308,12 +308,7 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		if vms := att[id]; len(vms) > 0 {
 			return nil, status.Errorf(codes.FailedPrecondition, "volume %q is still published to VM(s) %v; unpublish it first", id, vms)
 		}
-		background := metav1.DeletePropagationBackground
-		err = s.infra.Client().Delete(ctx, v.dv, &client.DeleteOptions{
-			Preconditions:     &metav1.Preconditions{UID: &v.dv.UID},
-			PropagationPolicy: &background,
-		})
-		if err != nil && !apierrors.IsNotFound(err) {
+		if err := s.infra.DeleteOwned(ctx, v.dv, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 			return nil, apiError(err, "volume %q: deleting DataVolume %s/%s", id, v.dv.Namespace, v.dv.Name)
 		}
 		logger.V(2).Info("Deleted DataVolume", "dataVolume", klog.KObj(v.dv))
@@ -321,7 +316,7 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	// Answer once the cache agrees, so that ListVolumes and the quotas no longer count it.
 	err = s.notify.wait(ctx, kindDataVolume, id, func() (bool, error) {
 		dv := &cdiv1.DataVolume{}
-		err := s.reader().Get(ctx, client.ObjectKey{Namespace: s.scope.Namespace, Name: id}, dv)
+		err := s.infra.GetInCluster(ctx, id, dv)
 		if apierrors.IsNotFound(err) {
 			return true, nil
 		}
