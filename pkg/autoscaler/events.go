@@ -13,8 +13,8 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcloud/tenantcloud/pkg/infra"
 )
 
 // Event identity.
@@ -28,23 +28,19 @@ const (
 // It works from informer notifications rather than from NodeGroups, which runs every loop:
 // each distinct problem is reported once, when it appears.
 type eventReporter struct {
-	view   *view
-	writer client.Client
+	view  *view
+	infra *infra.Client
 
 	mu       sync.Mutex
 	reported map[types.UID]string // last problem reported per MachineDeployment
 }
 
-func newEventReporter(v *view, writer client.Client) *eventReporter {
-	return &eventReporter{view: v, writer: writer, reported: map[types.UID]string{}}
+func newEventReporter(v *view, ic *infra.Client) *eventReporter {
+	return &eventReporter{view: v, infra: ic, reported: map[types.UID]string{}}
 }
 
-func (r *eventReporter) register(ctx context.Context, c cache.Cache) error {
-	inf, err := c.GetInformer(ctx, &clusterv1.MachineDeployment{})
-	if err != nil {
-		return fmt.Errorf("watching MachineDeployments: %w", err)
-	}
-	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+func (r *eventReporter) register(ctx context.Context, ic *infra.Client) error {
+	err := ic.Watch(ctx, &clusterv1.MachineDeployment{}, toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.check(obj) },
 		UpdateFunc: func(_, obj any) { r.check(obj) },
 		DeleteFunc: func(obj any) {
@@ -59,7 +55,7 @@ func (r *eventReporter) register(ctx context.Context, c cache.Cache) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("adding MachineDeployment event handler: %w", err)
+		return fmt.Errorf("watching MachineDeployments: %w", err)
 	}
 	return nil
 }
@@ -89,7 +85,7 @@ func (r *eventReporter) check(obj any) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := r.writer.Create(ctx, ev); err != nil {
+		if err := r.infra.CreateEvent(ctx, ev); err != nil {
 			klog.ErrorS(err, "Cannot record Event", "machineDeployment", klog.KObj(md), "reason", ev.Reason)
 		}
 	}()

@@ -258,7 +258,7 @@ func (m *capiModel) newReplica() *replica {
 			return act(ctx)
 		},
 	})
-	r.p = &Provider{scope: m.scope, writer: c, live: c, view: newView(m.scope, nil, c, nil), cacheWait: time.Millisecond}
+	r.p = &Provider{scope: m.scope, infra: readerInfra(m.scope, c), view: newView(m.scope, nil, c, nil), cacheWait: time.Millisecond}
 	return r
 }
 

@@ -113,9 +113,8 @@ func (p *Provider) patchMarks(ctx context.Context, m *clusterv1.Machine, annotat
 	if err != nil {
 		return err
 	}
-	target := &clusterv1.Machine{}
-	target.Namespace, target.Name = m.Namespace, m.Name
-	return p.writer.Patch(ctx, target, client.RawPatch(types.MergePatchType, body))
+	// A copy: the patch's answer is written into it, and m may be the cache's own object.
+	return p.infra.PatchInCluster(ctx, m.DeepCopy(), client.RawPatch(types.MergePatchType, body))
 }
 
 // waitMarked waits, bounded by cacheWait, until the cache shows the marks on machines, so that

@@ -146,14 +146,13 @@ func (v *view) machines(ctx context.Context, md *clusterv1.MachineDeployment) ([
 	return out, nil
 }
 
-// liveMachines is machines read straight from the API through live (which has no field
-// indexes: the cluster's MachineSets and Machines are listed by label and matched here): a
-// scale-down decision weighs every deletion mark in the group, and another replica's marks may
-// not have reached this replica's cache yet.
-func (v *view) liveMachines(ctx context.Context, live client.Reader, md *clusterv1.MachineDeployment) ([]*clusterv1.Machine, error) {
-	scoped := []client.ListOption{client.InNamespace(v.scope.Namespace), client.MatchingLabelsSelector{Selector: v.scope.ClusterSelector()}}
+// liveMachines is machines read straight from the API (no field indexes there: the cluster's
+// MachineSets and Machines are listed by label and matched here): a scale-down decision weighs
+// every deletion mark in the group, and another replica's marks may not have reached this
+// replica's cache yet.
+func (v *view) liveMachines(ctx context.Context, ic *infra.Client, md *clusterv1.MachineDeployment) ([]*clusterv1.Machine, error) {
 	var sets clusterv1.MachineSetList
-	if err := live.List(ctx, &sets, scoped...); err != nil {
+	if err := ic.ListInClusterLive(ctx, &sets); err != nil {
 		return nil, fmt.Errorf("listing MachineSets of %s: %w", md.Name, err)
 	}
 	owned := map[string]*clusterv1.MachineSet{}
@@ -163,7 +162,7 @@ func (v *view) liveMachines(ctx context.Context, live client.Reader, md *cluster
 		}
 	}
 	var machines clusterv1.MachineList
-	if err := live.List(ctx, &machines, scoped...); err != nil {
+	if err := ic.ListInClusterLive(ctx, &machines); err != nil {
 		return nil, fmt.Errorf("listing Machines of %s: %w", md.Name, err)
 	}
 	var out []*clusterv1.Machine

@@ -57,7 +57,7 @@ func (p *Provider) sweepGroup(ctx context.Context, id string, now time.Time) err
 	var from, to int32
 	err = retry.RetryOnConflict(deleteRetry, func() error {
 		// Decided again from fresh state after a conflict, like NodeGroupDeleteNodes.
-		machines, err := p.view.liveMachines(ctx, p.live, g.MD)
+		machines, err := p.view.liveMachines(ctx, p.infra, g.MD)
 		if err != nil {
 			return err
 		}
@@ -74,7 +74,7 @@ func (p *Provider) sweepGroup(ctx context.Context, id string, now time.Time) err
 			return err
 		}
 		scale.Spec.Replicas = to
-		return p.writer.SubResource("scale").Update(ctx, mdKey(g.MD), client.WithSubResourceBody(scale))
+		return p.infra.UpdateScale(ctx, g.MD, scale)
 	})
 	if err != nil || to == from {
 		return err

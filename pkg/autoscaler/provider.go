@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,12 +44,12 @@ type Config struct {
 type Provider struct {
 	protos.UnimplementedCloudProviderServer
 
-	scope  infra.Scope
-	view   *view
-	writer client.Client
-	// live reads past the cache, for the scale-down decision (see NodeGroupDeleteNodes).
-	live      client.Reader
-	infraC    cache.Cache
+	scope infra.Scope
+	view  *view
+	// infra holds the scoped cache the view reads, writes (/scale, deletion marks, Events) and
+	// reads past the cache for the scale-down decision (see NodeGroupDeleteNodes), all within
+	// the tenant's scope.
+	infra     *infra.Client
 	nodesC    cache.Cache
 	events    *eventReporter
 	locks     groupLocks
@@ -68,19 +69,18 @@ func InfraOptions() infra.Options {
 
 // New registers the provider's indexes and event handlers on the (unstarted) caches.
 func New(ctx context.Context, cfg Config) (*Provider, error) {
-	if cfg.Infra == nil || cfg.Infra.Cache() == nil {
-		return nil, errors.New("autoscaler provider needs an infra client with a cache")
+	if cfg.Infra == nil {
+		return nil, errors.New("autoscaler provider needs an infra client")
 	}
 	if cfg.CacheWait <= 0 {
 		cfg.CacheWait = 10 * time.Second
 	}
-	infraC := cfg.Infra.Cache()
-	if err := registerInfraIndexes(ctx, infraC); err != nil {
+	if err := registerInfraIndexes(ctx, cfg.Infra); err != nil {
 		return nil, err
 	}
 	// Create the template informer now so it syncs with the others instead of on the first
 	// scale-from-zero request.
-	if _, err := infraC.GetInformer(ctx, newMachineTemplate()); err != nil {
+	if err := cfg.Infra.Watch(ctx, newMachineTemplate(), toolscache.ResourceEventHandlerFuncs{}); err != nil {
 		return nil, fmt.Errorf("watching KubevirtMachineTemplates: %w", err)
 	}
 	var nodes client.Reader
@@ -93,16 +93,14 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	scope := cfg.Infra.Scope()
 	p := &Provider{
 		scope:     scope,
-		view:      newView(scope, cfg.NodeGroupSelector, infraC, nodes),
-		writer:    cfg.Infra.Client(),
-		live:      cfg.Infra.Live(),
-		infraC:    infraC,
+		view:      newView(scope, cfg.NodeGroupSelector, cfg.Infra, nodes),
+		infra:     cfg.Infra,
 		nodesC:    cfg.Nodes,
 		cacheWait: cfg.CacheWait,
 		now:       cfg.Clock,
 	}
-	p.events = newEventReporter(p.view, p.writer)
-	if err := p.events.register(ctx, infraC); err != nil {
+	p.events = newEventReporter(p.view, p.infra)
+	if err := p.events.register(ctx, p.infra); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -110,18 +108,20 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 
 // Start runs the caches until ctx ends and returns once they have synced.
 func (p *Provider) Start(ctx context.Context) error {
-	for name, c := range map[string]cache.Cache{"infra": p.infraC, "tenant": p.nodesC} {
-		if c == nil {
-			continue
+	go func() {
+		if err := p.infra.Start(ctx); err != nil {
+			klog.ErrorS(err, "Cache stopped", "cache", "infra")
 		}
+	}()
+	if p.nodesC != nil {
 		go func() {
-			if err := c.Start(ctx); err != nil {
-				klog.ErrorS(err, "Cache stopped", "cache", name)
+			if err := p.nodesC.Start(ctx); err != nil {
+				klog.ErrorS(err, "Cache stopped", "cache", "tenant")
 			}
 		}()
 	}
 	start := time.Now()
-	if !p.infraC.WaitForCacheSync(ctx) || (p.nodesC != nil && !p.nodesC.WaitForCacheSync(ctx)) {
+	if !p.infra.WaitForCacheSync(ctx) || (p.nodesC != nil && !p.nodesC.WaitForCacheSync(ctx)) {
 		return fmt.Errorf("caches did not sync: %w", context.Cause(ctx))
 	}
 	klog.InfoS("Autoscaler provider caches synced", "namespace", p.scope.Namespace,

@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // NodeGroupDeleteNodes removes the named nodes' Machines: each is marked with Cluster API's
@@ -152,7 +151,7 @@ type deletePlan struct {
 func (p *Provider) writeDelete(ctx context.Context, g nodeGroup, plan deletePlan) error {
 	scale := plan.scale.DeepCopy()
 	scale.Spec.Replicas = plan.to
-	if err := p.writer.SubResource("scale").Update(ctx, mdKey(g.MD), client.WithSubResourceBody(scale)); err != nil {
+	if err := p.infra.UpdateScale(ctx, g.MD, scale); err != nil {
 		return err
 	}
 	klog.InfoS("Scaled MachineDeployment", "machineDeployment", klog.KObj(g.MD), "from", plan.from, "to", plan.to)
@@ -201,7 +200,7 @@ func (p *Provider) planDelete(ctx context.Context, g nodeGroup, resolved []Resol
 // returned as deleting: its replica is someone else's business now.
 func (p *Provider) liveMachine(ctx context.Context, m *clusterv1.Machine) (*clusterv1.Machine, error) {
 	cur := &clusterv1.Machine{}
-	err := p.live.Get(ctx, client.ObjectKeyFromObject(m), cur)
+	err := p.infra.GetInClusterLive(ctx, m.Name, cur)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("reading Machine %s: %w", m.Name, err)
 	}
@@ -227,7 +226,7 @@ func (p *Provider) owedMarks(ctx context.Context, g nodeGroup, resolved []Resolv
 	if candidates == 0 {
 		return 0, nil
 	}
-	machines, err := p.view.liveMachines(ctx, p.live, g.MD)
+	machines, err := p.view.liveMachines(ctx, p.infra, g.MD)
 	if err != nil {
 		return 0, err
 	}

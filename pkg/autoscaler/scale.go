@@ -3,7 +3,6 @@ package autoscaler
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -17,11 +16,7 @@ import (
 // readScale reads md's /scale subresource from the API: the one read on the request path that
 // bypasses the cache, because a size decision must start from the current value.
 func (p *Provider) readScale(ctx context.Context, md *clusterv1.MachineDeployment) (*autoscalingv1.Scale, error) {
-	scale := &autoscalingv1.Scale{}
-	if err := p.writer.SubResource("scale").Get(ctx, mdKey(md), scale); err != nil {
-		return nil, fmt.Errorf("reading scale of MachineDeployment %s: %w", md.Name, err)
-	}
-	return scale, nil
+	return p.infra.Scale(ctx, md)
 }
 
 // updateScale sets md's replicas to decide(current), where current comes from a fresh read of
@@ -49,7 +44,7 @@ func (p *Provider) updateScale(ctx context.Context, md *clusterv1.MachineDeploym
 			return nil
 		}
 		scale.Spec.Replicas = to
-		return p.writer.SubResource("scale").Update(ctx, mdKey(md), client.WithSubResourceBody(scale))
+		return p.infra.UpdateScale(ctx, md, scale)
 	})
 	if err != nil {
 		return from, from, err
@@ -75,10 +70,4 @@ func (p *Provider) waitReplicas(ctx context.Context, md *clusterv1.MachineDeploy
 		klog.V(2).InfoS("Cache did not show the new size in time", "machineDeployment", klog.KObj(md),
 			"replicas", replicas, "err", err)
 	}
-}
-
-func mdKey(md *clusterv1.MachineDeployment) *clusterv1.MachineDeployment {
-	key := &clusterv1.MachineDeployment{}
-	key.Namespace, key.Name = md.Namespace, md.Name
-	return key
 }

@@ -73,11 +73,13 @@ func newScaleProvider(t *testing.T, s *scaleServer) (*Provider, *clusterv1.Machi
 	if err != nil {
 		t.Fatal(err)
 	}
-	md := &clusterv1.MachineDeployment{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "workers"}}
+	scope := infra.Scope{Namespace: "tenant-a", ClusterName: "alpha"}
+	md := &clusterv1.MachineDeployment{ObjectMeta: metav1.ObjectMeta{Namespace: scope.Namespace, Name: "workers",
+		Labels: map[string]string{infra.LabelClusterName: scope.ClusterName}}}
 	md.Spec.Replicas = &s.replicas
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(md.DeepCopy()).
 		WithInterceptorFuncs(interceptor.Funcs{SubResourceGet: s.get, SubResourceUpdate: s.update}).Build()
-	p := &Provider{writer: c, view: &view{infra: c}, cacheWait: 5 * time.Second}
+	p := &Provider{scope: scope, infra: readerInfra(scope, c), view: &view{infra: c}, cacheWait: 5 * time.Second}
 	return p, md
 }
 
@@ -165,7 +167,7 @@ func TestDeleteNodesRollsBackMarks(t *testing.T) {
 			return apierrors.NewInternalError(errors.New("etcd is unhappy"))
 		},
 	}).Build()
-	p := &Provider{scope: scope, writer: c, live: c, view: newView(scope, nil, c, nil), cacheWait: time.Second}
+	p := &Provider{scope: scope, infra: readerInfra(scope, c), view: newView(scope, nil, c, nil), cacheWait: time.Second}
 
 	_, err = p.NodeGroupDeleteNodes(context.Background(), &protos.NodeGroupDeleteNodesRequest{Id: GroupID(scope.Namespace, "workers"),
 		Nodes: []*protos.ExternalGrpcNode{{ProviderID: "kubevirt://vm-1", Name: "vm-1"}}})
@@ -179,4 +181,14 @@ func TestDeleteNodesRollsBackMarks(t *testing.T) {
 	if len(cur.Annotations) != 0 || p.marked(cur) {
 		t.Fatalf("marks left after a failed scale write: %v", cur.Annotations)
 	}
+}
+
+// readerInfra is an infra client over c (reads and writes), as the unit tests give the
+// provider; c must hold only the scope's objects or the lookups' own checks are the guard.
+func readerInfra(scope infra.Scope, c client.Client) *infra.Client {
+	ic, err := infra.NewWithReader(scope, c, c)
+	if err != nil {
+		panic(err) // a test's scope is valid
+	}
+	return ic
 }

@@ -27,13 +27,15 @@ type Client struct {
 	// live reads straight from the API: for the few decisions that must not rest on a cache
 	// that may lag behind another replica's writes.
 	live client.Reader
+	// namespaceOnly are the Options.NamespaceOnly types (see Get).
+	namespaceOnly map[schema.GroupVersionKind]bool
 	// clusterSeen is set once the tenant's Cluster has been read: its absence afterwards means
 	// the tenant was deleted (ClusterOwnerReference).
 	clusterSeen atomic.Bool
 }
 
-// New builds a Client for scope against the management apiserver at cfg. Call Start (or run
-// Cache in a manager) before the first lookup.
+// New builds a Client for scope against the management apiserver at cfg. Run Start and wait
+// for WaitForCacheSync before the first lookup.
 func New(cfg *rest.Config, scope Scope) (*Client, error) {
 	return NewWithOptions(cfg, scope, Options{})
 }
@@ -50,17 +52,6 @@ func NewWithReader(scope Scope, reader client.Reader, cl client.Client) (*Client
 
 // Scope returns the tenant this client serves.
 func (c *Client) Scope() Scope { return c.scope }
-
-// Cache returns the scoped cache (nil for a reader-backed client), for callers that add
-// informers or run it under a manager.
-func (c *Client) Cache() cache.Cache { return c.cache }
-
-// Live returns a reader that bypasses the cache. It is NOT scoped: callers must apply the
-// scope's namespace and cluster selector themselves (see Scope.ClusterSelector).
-func (c *Client) Live() client.Reader { return c.live }
-
-// Client returns the writing client; its reads are served by the scoped cache.
-func (c *Client) Client() client.Client { return c.client }
 
 // Start runs the cache until ctx ends. It blocks, so run it in a goroutine.
 func (c *Client) Start(ctx context.Context) error {
@@ -137,11 +128,11 @@ func (c *Client) getInCluster(ctx context.Context, gr schema.GroupResource, name
 
 // get reads name from the tenant namespace through r and answers NotFound, like for a missing
 // object, when the name is malformed or the object fails in.
-func (c *Client) get(ctx context.Context, r client.Reader, gr schema.GroupResource, name string, obj client.Object, in func(client.Object) bool) error {
+func (c *Client) get(ctx context.Context, r client.Reader, gr schema.GroupResource, name string, obj client.Object, in func(client.Object) bool, opts ...client.GetOption) error {
 	if err := ValidateName(name); err != nil {
 		return notFound(gr, err.Error())
 	}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: c.scope.Namespace, Name: name}, obj); err != nil {
+	if err := r.Get(ctx, client.ObjectKey{Namespace: c.scope.Namespace, Name: name}, obj, opts...); err != nil {
 		if apierrors.IsNotFound(err) {
 			return apierrors.NewNotFound(gr, name)
 		}

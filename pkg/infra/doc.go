@@ -3,4 +3,10 @@
 // tenant controls (a providerID, a node ID, a volume handle) can never reach another tenant's
 // objects: anything outside the scope is reported as NotFound, exactly like an object that does
 // not exist, so a hostile tenant cannot even probe for foreign names.
+//
+// Nothing here hands out the underlying client, cache or an unscoped reader (TestNoRawAccess
+// fails if a method does): other packages read and write only through these scoped methods —
+// objects tenantcloud created (*Owned), objects others create for this cluster (*InCluster,
+// Scale, CreateEvent) — and the Client is itself a scoped client.Reader for lookups through
+// field indexes (IndexField).
 package infra

@@ -74,6 +74,9 @@ func (c *Client) keep(list client.ObjectList, in func(client.Object) bool) error
 			kept = append(kept, it)
 		}
 	}
+	if len(kept) == len(items) {
+		return nil // the usual case: the cache's selectors already kept the rest out
+	}
 	return meta.SetList(list, kept)
 }
 

@@ -93,9 +93,17 @@ func TestOwnedWrites(t *testing.T) {
 	if err := c.PatchOwned(ctx, notOurs, patch); err == nil || !strings.Contains(err.Error(), "refusing to patch") {
 		t.Fatalf("PatchOwned of an object we do not own = %v, want a refusal", err)
 	}
+	if err := c.UpdateOwned(ctx, notOurs); err == nil || !strings.Contains(err.Error(), "refusing to update") {
+		t.Fatalf("UpdateOwned of an object we do not own = %v, want a refusal", err)
+	}
 	ours := &corev1.Service{}
 	if err := c.GetOwned(ctx, "ours", ours); err != nil {
 		t.Fatal(err)
+	}
+	handedOver := ours.DeepCopy()
+	handedOver.Annotations[AnnotationCluster] = "beta"
+	if err := c.UpdateOwned(ctx, handedOver); err == nil || !strings.Contains(err.Error(), "refusing to update") {
+		t.Fatalf("UpdateOwned that drops our marks = %v, want a refusal", err)
 	}
 	patch = client.MergeFrom(ours.DeepCopy())
 	ours.Annotations["x"] = "y"

@@ -4,9 +4,11 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 )
 
 // Options adjust the scoped cache that NewWithOptions builds.
@@ -35,7 +37,13 @@ func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error
 		return nil, fmt.Errorf("building infra HTTP client: %w", err)
 	}
 	byObject := make(map[client.Object]cache.ByObject, len(opts.NamespaceOnly))
+	namespaceOnly := make(map[schema.GroupVersionKind]bool, len(opts.NamespaceOnly))
 	for _, obj := range opts.NamespaceOnly {
+		gvk, err := apiutil.GVKForObject(obj, scheme)
+		if err != nil {
+			return nil, fmt.Errorf("namespace-only type %T: %w", obj, err)
+		}
+		namespaceOnly[gvk] = true
 		// A non-nil selector is what stops the cache from defaulting to DefaultLabelSelector;
 		// the namespace restriction still applies.
 		byObject[obj] = cache.ByObject{
@@ -68,5 +76,5 @@ func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error
 	if err != nil {
 		return nil, fmt.Errorf("building live infra reader: %w", err)
 	}
-	return &Client{scope: scope, cache: c, reader: c, client: cl, live: live}, nil
+	return &Client{scope: scope, cache: c, reader: c, client: cl, live: live, namespaceOnly: namespaceOnly}, nil
 }

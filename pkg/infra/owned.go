@@ -40,6 +40,16 @@ func (c *Client) CreateOwned(ctx context.Context, obj client.Object, opts ...cli
 	return c.client.Create(ctx, obj, opts...)
 }
 
+// UpdateOwned writes obj, which must still carry the ownership marks of Scope.Owns: an
+// update cannot hand one of our objects over to anyone else. Errors from the API come back
+// unwrapped (a Conflict is retried by the caller's next sync).
+func (c *Client) UpdateOwned(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if !c.scope.Owns(obj) {
+		return c.refuse("update", obj, "not marked as created by tenantcloud for")
+	}
+	return c.client.Update(ctx, obj, opts...)
+}
+
 // PatchOwned applies patch to obj if this tenant owns it (Scope.Owns, judged on obj as the
 // caller read it); obj receives the result.
 func (c *Client) PatchOwned(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {

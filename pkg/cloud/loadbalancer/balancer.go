@@ -230,7 +230,7 @@ func (b *Balancer) ensureInfra(ctx context.Context, svc *corev1.Service) (*corev
 	changed = changed || owned
 	result := existing
 	if changed {
-		if err := b.infra.Client().Update(ctx, merged); err != nil {
+		if err := b.infra.UpdateOwned(ctx, merged); err != nil {
 			return nil, b.infraWriteError(svc, "updating", merged, err)
 		}
 		klog.FromContext(ctx).V(2).Info("Updated infra Service", "service", klog.KObj(svc), "infraService", klog.KObj(merged))
@@ -260,13 +260,13 @@ func (b *Balancer) create(ctx context.Context, svc, desired *corev1.Service) (*c
 	if _, err := b.infra.AddClusterOwner(ctx, desired); err != nil {
 		return nil, fmt.Errorf("infra Service %s/%s: %w", desired.Namespace, desired.Name, err)
 	}
-	err := b.infra.Client().Create(ctx, desired)
+	err := b.infra.CreateOwned(ctx, desired)
 	if fams, ok := createFamilies(svc, desired); ok && familyUnavailable(err) != "" {
 		// PreferDualStack and the infra cluster lacks the tenant's primary family: it is
 		// single-stack in the other one, which the tenant has too.
 		klog.FromContext(ctx).V(2).Info("Infra cluster lacks the primary IP family; asking for the second", "service", klog.KObj(svc), "families", fams)
 		desired.Spec.IPFamilies = fams
-		err = b.infra.Client().Create(ctx, desired)
+		err = b.infra.CreateOwned(ctx, desired)
 	}
 	if err != nil {
 		if apierrors.IsAlreadyExists(err) {

@@ -227,7 +227,7 @@ func (e *endpointSync) apply(ctx context.Context, svc, infraSvc *corev1.Service,
 		if len(eps) == 0 {
 			return nil
 		}
-		if err := e.b.infra.Client().Create(ctx, desired); err != nil {
+		if err := e.b.infra.CreateOwned(ctx, desired); err != nil {
 			return fmt.Errorf("creating infra EndpointSlice %s/%s: %w", desired.Namespace, desired.Name, err)
 		}
 		klog.FromContext(ctx).V(2).Info("Created infra EndpointSlice", "service", klog.KObj(svc), "slice", klog.KObj(desired), "endpoints", len(eps))
@@ -244,7 +244,7 @@ func (e *endpointSync) apply(ctx context.Context, svc, infraSvc *corev1.Service,
 	if equality.Semantic.DeepEqual(existing, upd) {
 		return nil
 	}
-	if err := e.b.infra.Client().Update(ctx, upd); err != nil {
+	if err := e.b.infra.UpdateOwned(ctx, upd); err != nil {
 		return fmt.Errorf("updating infra EndpointSlice %s/%s: %w", upd.Namespace, upd.Name, err)
 	}
 	klog.FromContext(ctx).V(2).Info("Updated infra EndpointSlice", "service", klog.KObj(svc), "slice", klog.KObj(upd), "endpoints", len(eps))

@@ -115,10 +115,6 @@ func (b *Balancer) run(ctx context.Context, view *tenantView) {
 // watchInfra adds event handlers to the scoped infra informers (starting them if needed; it
 // blocks until they have synced).
 func (b *Balancer) watchInfra(ctx context.Context) error {
-	c := b.infra.Cache()
-	if c == nil {
-		return fmt.Errorf("infra client has no cache")
-	}
 	hooks := []struct {
 		obj client.Object
 		h   toolscache.ResourceEventHandler
@@ -131,12 +127,8 @@ func (b *Balancer) watchInfra(ctx context.Context) error {
 		{&discoveryv1.EndpointSlice{}, toolscache.ResourceEventHandlerFuncs{}}, // warm the cache used by deletes
 	}
 	for _, h := range hooks {
-		inf, err := c.GetInformer(ctx, h.obj)
-		if err != nil {
-			return fmt.Errorf("getting infra informer for %T: %w", h.obj, err)
-		}
-		if _, err := inf.AddEventHandler(h.h); err != nil {
-			return fmt.Errorf("adding infra event handler for %T: %w", h.obj, err)
+		if err := b.infra.Watch(ctx, h.obj, h.h); err != nil {
+			return err
 		}
 	}
 	return nil
