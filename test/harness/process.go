@@ -29,15 +29,22 @@ const stopGrace = 20 * time.Second
 // StartBinary runs the binary at path with args, its output appended to logPath, in its own
 // process group (so Stop and Kill reach any children) that is killed with the test process.
 func StartBinary(name, path, logPath string, args ...string) (*Process, error) {
-	return startBinary(name, path, logPath, true, args)
+	return startBinary(name, path, logPath, true, nil, args)
 }
 
-func startBinary(name, path, logPath string, dieWithParent bool, args []string) (*Process, error) {
+// StartBinaryEnv is StartBinary with env as the child's whole environment, for a program
+// whose behaviour the test's own variables would change.
+func StartBinaryEnv(name, path, logPath string, env []string, args ...string) (*Process, error) {
+	return startBinary(name, path, logPath, true, env, args)
+}
+
+func startBinary(name, path, logPath string, dieWithParent bool, env, args []string) (*Process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("%s: opening log: %w", name, err)
 	}
 	cmd := exec.Command(path, args...)
+	cmd.Env = env // nil: the test's environment
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if dieWithParent {
@@ -59,7 +66,7 @@ func startBinary(name, path, logPath string, dieWithParent bool, args []string) 
 // startProcess runs bin/<binary> with args, output to <dir>/<name>.log. Its PID is recorded
 // so a later run reaps it if this one is killed before Env.Stop.
 func (e *Env) startProcess(name, binary string, args ...string) (*Process, error) {
-	p, err := startBinary(name, filepath.Join(e.Assets.BinDir, binary), filepath.Join(e.Dir, name+".log"), false, args)
+	p, err := startBinary(name, filepath.Join(e.Assets.BinDir, binary), filepath.Join(e.Dir, name+".log"), false, nil, args)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +91,10 @@ func (p *Process) Exited() (bool, error) {
 func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Stop sends SIGTERM to the process group, then SIGKILL after stopGrace (an error then).
-func (p *Process) Stop() error {
+func (p *Process) Stop() error { return p.StopWithin(stopGrace) }
+
+// StopWithin is Stop with its own grace period before SIGKILL.
+func (p *Process) StopWithin(grace time.Duration) error {
 	if exited, _ := p.Exited(); exited {
 		return nil
 	}
@@ -92,9 +102,9 @@ func (p *Process) Stop() error {
 	select {
 	case <-p.done:
 		return nil
-	case <-time.After(stopGrace):
+	case <-time.After(grace):
 		p.Kill()
-		return fmt.Errorf("%s did not stop on SIGTERM within %s; killed", p.Name, stopGrace)
+		return fmt.Errorf("%s did not stop on SIGTERM within %s; killed", p.Name, grace)
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // Binary is the file name of the MetalLB controller in the harness bin directory.
@@ -69,7 +71,7 @@ type Controller struct {
 	namespace  string
 	logFile    string
 	removeDir  string // temporary log directory owned by this Controller, if any
-	proc       *process
+	proc       *harness.Process
 	startup    time.Duration
 	healthPort int
 	stopOnce   sync.Once
@@ -136,7 +138,7 @@ func Start(ctx context.Context, kubeconfig, binDir string, opts Options) (*Contr
 		"--health-probe-port=" + strconv.Itoa(ports[1]),
 	}
 	start := time.Now()
-	c.proc, err = startProcess(bin, c.logFile, args, childEnv())
+	c.proc, err = harness.StartBinaryEnv("metallb-controller", bin, c.logFile, childEnv(), args...)
 	if err != nil {
 		c.cleanup()
 		return nil, err
@@ -170,7 +172,7 @@ func (c *Controller) waitReady(ctx context.Context, cl client.Client, timeout ti
 	healthz := fmt.Sprintf("http://127.0.0.1:%d/readyz", c.healthPort)
 	httpc := &http.Client{Timeout: 2 * time.Second}
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		if done, err := c.proc.exited(); done {
+		if done, err := c.proc.Exited(); done {
 			return false, exitError(err, c.logFile)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, healthz, nil)
@@ -195,7 +197,7 @@ func (c *Controller) waitReady(ctx context.Context, cl client.Client, timeout ti
 	})
 	if err != nil {
 		var exit bool
-		if exit, _ = c.proc.exited(); !exit {
+		if exit, _ = c.proc.Exited(); !exit {
 			err = fmt.Errorf("waiting for metallb-controller to become ready: %w; log %s:\n%s", err, c.logFile, tail(c.logFile, 4000))
 		}
 		return err
@@ -211,10 +213,13 @@ func (c *Controller) Stop() error {
 		if c.proc != nil {
 			// A controller that died on its own before Stop is a failure the caller should
 			// see: Services stopped getting addresses from then on.
-			if done, werr := c.proc.exited(); done {
+			if done, werr := c.proc.Exited(); done {
 				c.stopErr = fmt.Errorf("metallb-controller had already exited (%v); log %s:\n%s", werr, c.logFile, tail(c.logFile, 2000))
 			}
-			c.stopErr = errors.Join(c.stopErr, c.proc.stop())
+			// Needing SIGKILL is logged, not an error: the process is gone either way.
+			if err := c.proc.StopWithin(stopGrace); err != nil {
+				klog.InfoS("metallb-controller killed", "reason", err, "pid", c.proc.Pid())
+			}
 		}
 		c.cleanup()
 	})

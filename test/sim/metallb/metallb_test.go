@@ -192,7 +192,7 @@ func testDeleteFreesIP(t *testing.T) {
 }
 
 func testStop(t *testing.T, c *Controller) {
-	pid := c.proc.cmd.Process.Pid
+	pid := c.proc.Pid()
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}

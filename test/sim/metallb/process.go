@@ -5,79 +5,15 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
-
-	"k8s.io/klog/v2"
 )
 
 // stopGrace is how long Stop waits after SIGTERM before SIGKILL. MetalLB's manager shuts down
 // in well under a second most of the time, but was seen to hang in a reconcile begun at the
-// signal: then it is killed, as the kubelet would after a pod's grace period.
+// signal: then it is killed, as the kubelet would after a pod's grace period. The process
+// itself is supervised by the harness (harness.Process), as every other child of the tests.
 const stopGrace = 10 * time.Second
-
-// process is one child in its own process group.
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when Wait returned
-	err  error         // Wait's result, valid after done
-}
-
-// startProcess runs path with args and env, output appended to logFile. The child gets its own
-// process group (so Stop reaches anything it spawns) and SIGKILL when the test binary dies
-// without calling Stop (Pdeathsig), e.g. when `go test -timeout` kills it.
-func startProcess(path, logFile string, args, env []string) (*process, error) {
-	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("opening log %s: %w", logFile, err)
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("starting %s: %w", path, err)
-	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		_ = f.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// exited reports whether the process has ended, and how.
-func (p *process) exited() (bool, error) {
-	select {
-	case <-p.done:
-		return true, p.err
-	default:
-		return false, nil
-	}
-}
-
-// stop sends SIGTERM to the process group, then SIGKILL after stopGrace, and waits for the
-// process to end. Needing SIGKILL is logged, not an error: the process is gone either way.
-func (p *process) stop() error {
-	if done, _ := p.exited(); done {
-		return nil
-	}
-	pgid := -p.cmd.Process.Pid
-	_ = syscall.Kill(pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopGrace):
-		_ = syscall.Kill(pgid, syscall.SIGKILL)
-		<-p.done
-		klog.InfoS("metallb-controller did not stop after SIGTERM; killed", "grace", stopGrace, "pid", -pgid)
-		return nil
-	}
-}
 
 // freePorts returns n distinct TCP ports that were free on 127.0.0.1 a moment ago. The
 // listeners are held until all ports are picked so the same port is not returned twice.
