@@ -24,7 +24,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/csi/identity"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
-	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 

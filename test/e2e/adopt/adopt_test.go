@@ -33,7 +33,7 @@ import (
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
-	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"
 	"github.com/tenantcloud/tenantcloud/test/sim/metallb"

@@ -7,7 +7,7 @@ import (
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
 
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
-	"github.com/tenantcloud/tenantcloud/test/e2e/autoscaler/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 )
 
 // startProvider runs the provider for scope in-process, served over TCP, and returns a client

@@ -17,7 +17,7 @@ import (
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
-	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 )
 
 // TestOwnershipRefusals attacks invariant 3 of DESIGN.md §2 (a volume handle resolves only to a

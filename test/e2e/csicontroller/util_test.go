@@ -6,7 +6,7 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
-	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 )
 
 func fixtureStorage() config.Storage { return fixture.Storage() }

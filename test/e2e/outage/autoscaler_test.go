@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcloud/tenantcloud/pkg/autoscaler"
-	asfixture "github.com/tenantcloud/tenantcloud/test/e2e/autoscaler/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"
 	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
@@ -215,7 +215,7 @@ func startProvider(t testing.TB, ctx context.Context) protos.CloudProviderClient
 	t.Helper()
 	cfg := rest.CopyConfig(env.Management.Config)
 	cfg.UserAgent = providerUserAgent
-	p, err := asfixture.StartProvider(ctx, cfg, env.Tenant.Config, scope())
+	p, err := fixture.StartProvider(ctx, cfg, env.Tenant.Config, scope())
 	if err != nil {
 		t.Fatal(err)
 	}

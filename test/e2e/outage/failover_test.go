@@ -16,7 +16,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/bench/stats"
 	"github.com/tenantcloud/tenantcloud/pkg/cloud/loadbalancer"
-	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/cdi"
 	"github.com/tenantcloud/tenantcloud/test/sim/hotplug"

@@ -13,7 +13,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
-	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 )
 
 // The zones of alpha's volume topology (storage()); the simulator's infra nodes are in zone-a,

@@ -30,8 +30,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
-	asfixture "github.com/tenantcloud/tenantcloud/test/e2e/autoscaler/fixture"
-	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"
 	"github.com/tenantcloud/tenantcloud/test/sim/metallb"
@@ -321,7 +320,7 @@ func (w *world) createVolume(t *testing.T, c *fixture.Controller, name string, s
 // reaches it.
 func (w *world) startProvider(t *testing.T) protos.CloudProviderClient {
 	t.Helper()
-	p, err := asfixture.StartProvider(w.ctx, env.Management.Config, env.Tenant.Config, w.scope)
+	p, err := fixture.StartProvider(w.ctx, env.Management.Config, env.Tenant.Config, w.scope)
 	w.must(t, err)
 	t.Cleanup(func() { _ = p.Stop() })
 	return p.Client

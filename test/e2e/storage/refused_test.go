@@ -16,7 +16,7 @@ import (
 
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
-	"github.com/tenantcloud/tenantcloud/test/e2e/csicontroller/fixture"
+	"github.com/tenantcloud/tenantcloud/test/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
