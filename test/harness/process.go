@@ -133,13 +133,24 @@ func (p *Process) Log(n int) string {
 // BuildPrograms builds the named cmd/ programs of this module into dir with extra go build
 // flags (e.g. -race), so a test never runs a stale bin/ binary.
 func BuildPrograms(ctx context.Context, dir string, flags []string, names ...string) error {
-	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, flags...)
-	for _, n := range names {
-		args = append(args, "github.com/tenantcloud/tenantcloud/cmd/"+n)
+	pkgs := make([]string, len(names))
+	for i, n := range names {
+		pkgs[i] = "github.com/tenantcloud/tenantcloud/cmd/" + n
 	}
-	out, err := exec.CommandContext(ctx, "go", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	return GoBuild(ctx, dir+string(filepath.Separator), nil, flags, pkgs...)
+}
+
+// GoBuild runs go build of pkgs with flags, output to out (a file for one package, a
+// directory ending in a separator for several), with env added to the test's environment
+// (CGO_ENABLED=0, say). It is the one way tests and the harness build Go programs.
+func GoBuild(ctx context.Context, out string, env, flags []string, pkgs ...string) error {
+	args := append(append([]string{"build", "-o", out}, flags...), pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, output)
 	}
 	return nil
 }

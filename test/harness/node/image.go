@@ -9,11 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tenantcloud/tenantcloud/test/harness"
 )
 
 // Images every real node has before any pod starts: the pause image containerd's CRI plugin
@@ -47,10 +48,9 @@ func BuildImages(ctx context.Context, dir string) (string, error) {
 	var manifests []ociDescriptor
 	for _, p := range harnessImages {
 		bin := filepath.Join(dir, p.name)
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, p.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("building %s: %w\n%s", p.pkg, err, out)
+		if err := harness.GoBuild(ctx, bin, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64"},
+			[]string{"-trimpath", "-ldflags=-s -w"}, p.pkg); err != nil {
+			return "", fmt.Errorf("building %s: %w", p.pkg, err)
 		}
 		b, m, err := singleBinaryImage(p, bin)
 		if err != nil {
