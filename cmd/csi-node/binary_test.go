@@ -47,18 +47,17 @@ func (n *runningNode) metricsURL(tb testing.TB) string {
 // and returns once it answers GetPluginInfo. Cleanup kills it if the caller did not stop it.
 func startNode(tb testing.TB, version string, stale bool) *runningNode {
 	tb.Helper()
-	goTool, err := exec.LookPath("go")
+	_, err := exec.LookPath("go")
 	harness.Require(tb, harness.NeedTool, err)
 	dir := tb.TempDir()
 	bin := filepath.Join(dir, "csi-node")
 	// Built as make build and make images build it (static, -trimpath, -s -w), so the binary
 	// measured is the one the image ships: a cgo build links the C library dynamically and its
 	// RSS counts ld.so's and libc's pages too (+1.7 MB of RssFile idle, measured 2026-12-07).
-	build := exec.Command(goTool, "build", "-trimpath", "-o", bin,
-		"-ldflags", "-s -w -X github.com/tenantcloud/tenantcloud/pkg/version.Version="+version, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		tb.Fatalf("go build: %v\n%s", err, out)
+	if err := harness.GoBuild(tb.Context(), bin, []string{"CGO_ENABLED=0"},
+		[]string{"-trimpath", "-ldflags", "-s -w -X github.com/tenantcloud/tenantcloud/pkg/version.Version=" + version},
+		"github.com/tenantcloud/tenantcloud/cmd/csi-node"); err != nil {
+		tb.Fatal(err)
 	}
 	n := &runningNode{sock: filepath.Join(dir, "plugin", "csi.sock"), out: &scrape.Output{}, exited: make(chan error, 1)}
 	if err := os.MkdirAll(filepath.Dir(n.sock), 0o750); err != nil {

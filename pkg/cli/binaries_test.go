@@ -3,8 +3,10 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"maps"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,7 +19,7 @@ func TestBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds four binaries; skipped with -short")
 	}
-	goTool, err := exec.LookPath("go")
+	_, err := exec.LookPath("go")
 	harness.Require(t, harness.NeedTool, err)
 
 	const module = "github.com/tenantcloud/tenantcloud"
@@ -29,14 +31,9 @@ func TestBinaries(t *testing.T) {
 		"autoscaler-provider": "--tls-ca",
 	}
 	bin := t.TempDir()
-	args := []string{"build", "-o", bin + string(filepath.Separator),
-		"-ldflags", "-X " + module + "/pkg/version.Version=" + testVersion}
-	for name := range programs {
-		args = append(args, module+"/cmd/"+name)
-	}
-	build := exec.Command(goTool, args...)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	if err := harness.BuildPrograms(t.Context(), bin, []string{"-ldflags", "-X " + module + "/pkg/version.Version=" + testVersion},
+		slices.Collect(maps.Keys(programs))...); err != nil {
+		t.Fatal(err)
 	}
 
 	good := writeFile(t, validConfig)
