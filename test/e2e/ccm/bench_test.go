@@ -90,8 +90,8 @@ func BenchmarkLBPropagation(b *testing.B) {
 			b.ReportMetric(float64(ev.ipAssigned.Sub(burst.done).Milliseconds()), "events-lag-ms")
 			b.ReportMetric(float64(ev.all.Sub(burst.done).Milliseconds()), "upstream-events-lag-ms")
 			b.ReportMetric(ev.ipAssignedPct, "ipassigned-events-%")
-			reportCalls(b, "", burst.since, burst.done, float64(n), "svc")
-			reportCalls(b, "idle-", idleSince, idleUntil, idleUntil.Sub(idleSince).Minutes(), "min")
+			reportCalls(b, "", burst.since, burst.done, float64(n), "svc", true)
+			reportCalls(b, "idle-", idleSince, idleUntil, idleUntil.Sub(idleSince).Minutes(), "min", false)
 			s.mu.Lock()
 			pid := s.ccm.Pid()
 			s.mu.Unlock()
@@ -162,8 +162,9 @@ const idleWindow = 20 * time.Second
 
 // reportCalls adds the ccm's requests between since and until, by cluster (mgmt-, tenant-),
 // verb and resource, divided by per. Lease requests are left out: leader election renews at
-// the suite's short retry period, a setting, not load.
-func reportCalls(b *testing.B, prefix string, since, until time.Time, per float64, unit string) {
+// the suite's short retry period, a setting, not load. wrote says the ccm wrote to both
+// clusters in the window, so finding no request there fails the benchmark.
+func reportCalls(b *testing.B, prefix string, since, until time.Time, per float64, unit string, wrote bool) {
 	for _, c := range []struct {
 		prefix  string
 		cluster *harness.Cluster
@@ -175,6 +176,12 @@ func reportCalls(b *testing.B, prefix string, since, until time.Time, per float6
 		})
 		if err != nil {
 			b.Fatal(err)
+		}
+		if wrote && len(events) == 0 {
+			// The ccm wrote to both clusters in this window; none audited means the log or the
+			// filter is wrong, and the idle window's zero (its goal) would prove nothing.
+			b.Fatalf("%s: no audited request by %s between %s and %s", c.cluster.Name, c.user,
+				since.Format(time.RFC3339Nano), until.Format(time.RFC3339Nano))
 		}
 		stats.ReportCalls(b, prefix+c.prefix, harness.CountByKey(events), per, unit)
 		b.ReportMetric(float64(len(events))/per, prefix+c.prefix+"calls/"+unit)

@@ -105,6 +105,11 @@ func benchVolumeOverhead(b *testing.B, conc int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if len(events) == 0 {
+		// Every create and publish writes to the infra cluster: none audited means the log or
+		// the filter is wrong, and the figures below would be a hollow zero.
+		b.Fatalf("no audited request by user agent %s since %s", fixture.UserAgent, since.Format(time.RFC3339Nano))
+	}
 	stats.ReportCalls(b, "", harness.CountByKey(events), float64(total), "vol")
 
 	// Clean up (untimed) so the loop devices are free for the next run: one unplug at a time
@@ -174,6 +179,11 @@ func BenchmarkIdleVolumes(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	// The goal below is zero requests, so a zero must mean none, not a filter that matches
+	// nothing: the n creates just made are in the log under the same user.
+	if created, err := env.Management.AuditEvents(time.Time{}, harness.ByUser(user)); err != nil || len(created) == 0 {
+		b.Fatalf("no audited request by %s after %d creates (%v)", user, n, err)
+	}
 	since := time.Now()
 	for b.Loop() {
 		<-time.After(idleStep)
