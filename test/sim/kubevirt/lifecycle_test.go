@@ -7,7 +7,9 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -339,4 +341,46 @@ func vmCondition(vm *kubevirtv1.VirtualMachine, t kubevirtv1.VirtualMachineCondi
 		}
 	}
 	return ""
+}
+
+// TestInfraNodeLeasesRenewed: every infra Node's Lease in kube-node-lease is created, owned by
+// the Node, and renewed, as its kubelet would, so a management cluster running the real node
+// lifecycle controller keeps the simulated hosts Ready.
+func TestInfraNodeLeasesRenewed(t *testing.T) {
+	s := startSim(t, Options{})
+	nodes := Options{}.withDefaults().Nodes
+	if len(nodes) == 0 {
+		t.Fatal("no default infra nodes")
+	}
+	var first metav1.MicroTime
+	for i, n := range nodes {
+		lease := &coordinationv1.Lease{}
+		s.eventually("the Lease of infra node "+n.Name, func() (bool, error) {
+			err := s.c.Get(s.ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: n.Name}, lease)
+			return err == nil && lease.Spec.RenewTime != nil, client.IgnoreNotFound(err)
+		})
+		node := &corev1.Node{}
+		if err := s.c.Get(s.ctx, client.ObjectKey{Name: n.Name}, node); err != nil {
+			t.Fatal(err)
+		}
+		if len(lease.OwnerReferences) != 1 || lease.OwnerReferences[0].UID != node.UID {
+			t.Errorf("Lease %s owners %v, want the Node (uid %s)", n.Name, lease.OwnerReferences, node.UID)
+		}
+		if d := lease.Spec.LeaseDurationSeconds; d == nil || *d != 40 {
+			t.Errorf("Lease %s duration %v, want 40 s", n.Name, d)
+		}
+		if i == 0 {
+			first = *lease.Spec.RenewTime
+		}
+	}
+	lease := &coordinationv1.Lease{}
+	s.eventually("the Lease of "+nodes[0].Name+" renewed", func() (bool, error) {
+		err := s.c.Get(s.ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: nodes[0].Name}, lease)
+		return err == nil && lease.Spec.RenewTime.After(first.Time), err
+	})
+	// The first renewal seen may be an earlier test's simulator's (the cluster is shared), so
+	// only an upper bound: the 40 s Lease must never come close to lapsing.
+	if gap := lease.Spec.RenewTime.Sub(first.Time); gap > 20*time.Second {
+		t.Errorf("renewed %s after the previous renewal, want at most ≈10 s", gap)
+	}
 }

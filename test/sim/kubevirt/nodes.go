@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -112,4 +115,63 @@ func untaint(node *corev1.Node, key string) bool {
 	removed := len(kept) != len(node.Spec.Taints)
 	node.Spec.Taints = kept
 	return removed
+}
+
+// The kubelet's node Lease: renewed every 10 s, valid for 40 s (its defaults). A management
+// cluster running the real node lifecycle controller (test/harness/install's
+// ManagementControllers, for a real management node) marks a Node whose Lease lapses Unknown
+// and taints it unreachable; the simulated infra hosts would then stop taking VMs ≈50 s after
+// the simulator started.
+const (
+	infraLeaseRenew    = 10 * time.Second
+	infraLeaseDuration = int32(40)
+)
+
+// renewInfraLeases renews the Lease of every infra Node in kube-node-lease, as their kubelets
+// would, until ctx ends. Reads go to the API (reader): no Lease informer for this.
+func renewInfraLeases(ctx context.Context, c client.Client, reader client.Reader, nodes []InfraNode) error {
+	tick := time.NewTicker(infraLeaseRenew)
+	defer tick.Stop()
+	for {
+		for _, n := range nodes {
+			if err := renewInfraLease(ctx, c, reader, n.Name); err != nil && ctx.Err() == nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Renewing infra node Lease", "node", n.Name)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// renewInfraLease creates or renews one infra Node's Lease, owned by the Node.
+func renewInfraLease(ctx context.Context, c client.Client, reader client.Reader, name string) error {
+	now := metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{}
+	err := reader.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: name}, lease)
+	if apierrors.IsNotFound(err) {
+		node := &corev1.Node{}
+		if err := reader.Get(ctx, client.ObjectKey{Name: name}, node); err != nil {
+			return fmt.Errorf("reading infra node %s: %w", name, err)
+		}
+		lease = &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: corev1.NamespaceNodeLease, Name: name,
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: name, UID: node.UID}}},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: ptrTo(infraLeaseDuration), RenewTime: &now},
+		}
+		if err := c.Create(ctx, lease); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating the Lease of infra node %s: %w", name, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the Lease of infra node %s: %w", name, err)
+	}
+	lease.Spec.RenewTime = &now
+	if err := c.Update(ctx, lease); err != nil && !apierrors.IsConflict(err) {
+		return fmt.Errorf("renewing the Lease of infra node %s: %w", name, err)
+	}
+	return nil
 }

@@ -109,6 +109,11 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) error {
 			return fmt.Errorf("kubevirt sim: %w", err)
 		}
 	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return renewInfraLeases(ctx, c, reader, opts.Nodes)
+	})); err != nil {
+		return fmt.Errorf("kubevirt sim: registering infra node Leases: %w", err)
+	}
 	place := newPlacement()
 	if err := seed(ctx, reader, alloc, place); err != nil {
 		return fmt.Errorf("kubevirt sim: %w", err)
