@@ -72,7 +72,9 @@ bench: bin ## scenario benchmarks → bench/results/latest.md (see bench/README.
 
 SANDBOX_FLAGS ?=
 
-sandbox: images build ## tenantcloud as deployed on one machine, with the user stories (needs root; see test/sandbox)
+# The sandbox runs the programs from the images only (helm-installed charts), so bin/ccm etc.
+# (make build) are not needed.
+sandbox: images ## tenantcloud as deployed on one machine, with the user stories (needs root; see test/sandbox)
 	$(GO) run ./test/sandbox $(SANDBOX_FLAGS)
 
 demo: sandbox ## alias

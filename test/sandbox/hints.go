@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/tenantcloud/tenantcloud/test/harness/install"
 )
 
 // examples are manifests a user can apply to the running sandbox: what works here is what
@@ -88,7 +90,9 @@ func (s *sandbox) printHints() {
 	fmt.Printf("  %s apply -f %s   # 2 pods of %s CPUs: the cluster-autoscaler adds workers (real nodes up to %d, then simulated)\n",
 		kubectl, filepath.Join(dir, "deployment.yaml"), webCPU(), realNodes)
 	fmt.Printf("  %s get events -A --field-selector type=Warning\n", kubectl)
-	fmt.Println("Try (management: what the tenant's objects became):")
+	fmt.Println("Try (management: the chart's pods, and what the tenant's objects became):")
+	fmt.Printf("  %s --kubeconfig %s -n %s get pods -o wide; %s --kubeconfig %s -n %s status %s\n", kubectl, m, infraNS, s.bin("helm"), m, infraNS, install.DefaultRelease)
 	fmt.Printf("  %s --kubeconfig %s -n %s get machinedeployments,machines,vm,vmi,dv,svc\n", kubectl, m, infraNS)
-	fmt.Printf("Logs: %s (components), %s (harness: apiservers, nodes under nodes/)\n", s.logDir, s.env.Dir)
+	fmt.Printf("Logs: %s (sandbox, values files), %s (apiservers; nodes/<node>/pod-logs: every pod's, the chart's on %s)\n",
+		s.logDir, s.env.Dir, mgmtNode)
 }

@@ -1,8 +1,8 @@
 // Command sandbox runs tenantcloud as deployed, on one machine: the management and tenant
 // control planes, the simulated infrastructure (KubeVirt, virt-api, CDI, MetalLB, Cluster
-// API), real kubelet nodes for the tenant's worker VMs with the tenant chart installed by helm
-// (csi-node pods from the images make images built, pulled from a loopback registry), and the
-// management components with the management chart's args, config and identities. It then
+// API), and both charts installed with helm from the images make images built (pushed to a
+// loopback registry): the management chart's pods on a real management node, the tenant
+// chart's csi-node on real kubelet nodes for the tenant's worker VMs. It then
 // walks through the user stories — a LoadBalancer, a PVC a pod writes to and that follows the
 // pod to another node, autoscaling, a refused request — only through Kubernetes objects as a
 // user makes them, printing each outcome with the time it took. Left running (no --once) it is
@@ -10,7 +10,7 @@
 //
 // The sandbox is tooling built on the test harness (test/harness, test/harness/node,
 // test/sim); it is never shipped. Needs root (namespaces, loop devices, mkfs, mount) and bin/
-// from `make bin images build`; `make sandbox` does all of it.
+// from `make bin images`; `make sandbox` does all of it.
 package main
 
 import (
@@ -29,6 +29,8 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tenantcloud/tenantcloud/test/harness"
+	"github.com/tenantcloud/tenantcloud/test/harness/install"
+	"github.com/tenantcloud/tenantcloud/test/harness/node"
 	"github.com/tenantcloud/tenantcloud/test/sim"
 )
 
@@ -36,14 +38,18 @@ const (
 	infraNS     = "tenant-alpha"
 	clusterName = "alpha"
 	mdName      = "md-0"
-	poolName    = "sandbox-public"
-	poolCIDR    = "192.0.2.0/28"
+	// poolName is the pool deploy/examples/management-values.yaml grants; the sandbox gives it
+	// poolCIDR.
+	poolName = "tenant-public"
+	poolCIDR = "192.0.2.0/28"
 	// otherPool exists in the management cluster but is not granted to the tenant.
 	otherPool = "other-tenants"
 	otherCIDR = "198.51.100.0/28"
-	infraSC   = "sandbox-linstor"
-	// storageClass is the tenant StorageClass values/tenant.yaml gives the tenant chart.
+	// storageClass is the tenant StorageClass deploy/examples/tenant-values.yaml gives the
+	// tenant chart.
 	storageClass = "tenantcloud"
+	// mgmtNode is the real management node the management chart's pods run on.
+	mgmtNode = "mgmt-1"
 	// maxWorkers is the MachineDeployment's autoscaling maximum; realNodes how many workers
 	// get a real kubelet node at a time. A real node (kubelet, containerd, kube-proxy, csi-node
 	// and workload pods) was measured here at ≈120 MiB of cgroup memory (230-260 MiB summed
@@ -129,7 +135,11 @@ func run() int {
 		<-ctx.Done()
 	}
 	fmt.Println()
-	step("cleaning up: processes, simulator (loop devices), control planes, temp dirs")
+	if sb.env != nil && (*keep || failed) {
+		// The nodes' directories (kubelet, containerd and every chart pod's log) are under it.
+		sb.env.KeepDir = true
+	}
+	step("cleaning up: helm uninstall, nodes (containers, namespaces, cgroups, mounts), registry, simulator (loop devices), control planes, temp dirs")
 	if err := sb.cleanup(); err != nil {
 		fail("cleanup: %v", err)
 		failed = true
@@ -140,6 +150,9 @@ func run() int {
 	_ = logFile.Close()
 	if *keep || failed {
 		fmt.Printf("Logs kept in %s\n", logDir)
+		if sb.env != nil {
+			fmt.Printf("Control planes' and nodes' logs (pods' under nodes/<node>/pod-logs) kept in %s\n", sb.env.Dir)
+		}
 	} else {
 		_ = os.RemoveAll(logDir)
 	}
@@ -164,42 +177,35 @@ func isTerminal(f *os.File) bool {
 
 // sandbox is everything started, in start order; cleanup undoes it in reverse.
 type sandbox struct {
-	logDir   string
-	env      *harness.Env
-	sim      *sim.Sim
-	reg      *harness.Registry
-	refs     map[string]string // image name → reference in reg
-	images   string            // the harness images archive every real node imports
-	workers  *workers
-	children []*harness.Process
-	cfg      map[string]string // config file per component
-	ctrlSock string
-	ca       *harness.Process
-	provider string          // autoscaler-provider gRPC address
-	seen     map[string]bool // what waitNodes and waitCSINodes already reported
-	creds    map[string]credentials
-}
-
-// spawn runs binary as a component of the sandbox, output to <logDir>/<name>.log; cleanup
-// stops it.
-func (s *sandbox) spawn(name, binary string, args ...string) (*harness.Process, error) {
-	c, err := harness.StartBinary(name, binary, filepath.Join(s.logDir, name+".log"), args...)
-	if err != nil {
-		return nil, err
-	}
-	s.children = append(s.children, c)
-	return c, nil
+	logDir     string
+	env        *harness.Env
+	sim        *sim.Sim
+	images     *install.Images // bin/images pushed to a loopback registry
+	nodeImages string          // the harness images archive every real node imports
+	mgmt       *node.Node      // the management node the management chart's pods run on
+	workers    *workers
+	release    *install.Release
+	// clusterCreated is when the tenant's Cluster API objects were created.
+	clusterCreated time.Time
+	seen           map[string]bool // what was already reported
 }
 
 func (s *sandbox) cleanup() error {
 	var errs []error
-	for i := len(s.children) - 1; i >= 0; i-- {
-		errs = append(errs, s.children[i].Stop())
+	if s.release != nil {
+		// helm uninstall of both charts, as an operator removes them; what stays is removed
+		// with the nodes and clusters below.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		errs = append(errs, s.release.Uninstall(ctx))
+		cancel()
 	}
 	// Nodes before the simulator: their mounts hold the loop devices it releases.
 	errs = append(errs, s.workers.stop())
-	if s.reg != nil {
-		errs = append(errs, s.reg.Stop())
+	if s.mgmt != nil {
+		errs = append(errs, s.mgmt.Stop())
+	}
+	if s.images != nil {
+		errs = append(errs, s.images.Stop())
 	}
 	if s.sim != nil {
 		errs = append(errs, s.sim.Stop())
@@ -221,8 +227,8 @@ func (s *sandbox) stories(ctx context.Context) (failed bool) {
 		{"control planes", true, s.startControlPlanes},
 		{"simulator", true, s.startSimulator},
 		{"registry", true, s.startRegistry},
-		{"components", true, s.startComponents},
-		{"tenant cluster", true, s.createTenantCluster},
+		{"tenant cluster and management node", true, s.createTenantCluster},
+		{"charts", true, s.installCharts},
 		{"LoadBalancer story", false, s.storyLB},
 		{"refused request story", false, s.storyRefusedPool},
 		{"PVC story", false, s.storyStorage},

@@ -36,7 +36,7 @@ func (s *sandbox) storyLB(ctx context.Context) error {
 	prefix := netip.MustParsePrefix(poolCIDR)
 	var ip string
 	err := poll(ctx, "an ingress IP from "+poolCIDR+" on tenant Service default/web", func(ctx context.Context) (bool, error) {
-		if err := s.componentsAlive(); err != nil {
+		if err := s.componentsAlive(ctx); err != nil {
 			return false, err
 		}
 		if err := tenant.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -28,7 +27,7 @@ func webCPU() *resource.Quantity {
 }
 
 // storyScale: a Deployment with a pod for each worker runs; scaled up by one, the new pod fits
-// on no node, so the real cluster-autoscaler grows the MachineDeployment, Cluster API creates
+// on no node, so the chart's cluster-autoscaler pod grows the MachineDeployment, Cluster API creates
 // a worker VM, its real node joins (initialised by the ccm, with its csi-node pod) and runs
 // the pod. Scaled back down, the emptied Node is removed by the cluster-autoscaler and the
 // MachineDeployment shrinks.
@@ -61,10 +60,6 @@ func (s *sandbox) storyScale(ctx context.Context) error {
 		return err
 	}
 	ok("2 pods Running, one per node (took %s)", since(t0))
-
-	if err := s.startClusterAutoscaler(); err != nil {
-		return err
-	}
 
 	step("user: kubectl scale deployment/%s --replicas=3 (the third pod fits on no node)", webApp)
 	t0 = time.Now()
@@ -120,30 +115,6 @@ func (s *sandbox) storyScale(ctx context.Context) error {
 	return nil
 }
 
-// startClusterAutoscaler runs the real cluster-autoscaler against the tenant with its chart
-// identity, talking externalgrpc to autoscaler-provider, tuned to decide in seconds.
-func (s *sandbox) startClusterAutoscaler() error {
-	cloudConfig := filepath.Join(s.logDir, "cluster-autoscaler-cloud-config.yaml")
-	if err := os.WriteFile(cloudConfig, fmt.Appendf(nil, "address: %s\ngrpc_timeout: 10s\n", s.provider), 0o600); err != nil {
-		return err
-	}
-	step("starting the real cluster-autoscaler (--cloud-provider=externalgrpc → autoscaler-provider %s; scale-down after 5s unneeded)", s.provider)
-	ca, err := s.spawn("cluster-autoscaler", s.bin("cluster-autoscaler"),
-		"--cloud-provider=externalgrpc", "--cloud-config="+cloudConfig,
-		"--kubeconfig="+s.creds["cluster-autoscaler"].tenant, "--namespace=kube-system",
-		"--leader-elect=false", "--write-status-configmap=false", "--address=127.0.0.1:0",
-		"--scan-interval=1s", "--expander=random", "--max-node-provision-time=3m",
-		"--scale-down-enabled=true", "--scale-down-delay-after-add=1s", "--scale-down-delay-after-delete=0s",
-		"--scale-down-delay-after-failure=1s", "--scale-down-unneeded-time=5s", "--scale-down-unready-time=5s",
-		"--node-delete-delay-after-taint=0s", "--unremovable-node-recheck-timeout=1s",
-		"--skip-nodes-with-local-storage=false", "--skip-nodes-with-system-pods=false", "--v=2")
-	if err != nil {
-		return err
-	}
-	s.ca = ca
-	return nil
-}
-
 // scaleWeb sets the web Deployment's replicas.
 func (s *sandbox) scaleWeb(ctx context.Context, n int32) error {
 	d := &appsv1.Deployment{}
@@ -162,7 +133,7 @@ func (s *sandbox) scaleWeb(ctx context.Context, n int32) error {
 func (s *sandbox) waitWebPods(ctx context.Context, n int) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
 	err := poll(ctx, fmt.Sprintf("%d pod(s) of Deployment default/%s running", n, webApp), func(ctx context.Context) (bool, error) {
-		if err := s.componentsAlive(); err != nil {
+		if err := s.componentsAlive(ctx); err != nil {
 			return false, err
 		}
 		var list corev1.PodList
@@ -198,7 +169,7 @@ func (s *sandbox) waitReplicas(ctx context.Context, n int32, verb string) error 
 	md := &clusterv1.MachineDeployment{}
 	key := client.ObjectKey{Namespace: infraNS, Name: mdName}
 	if err := poll(ctx, fmt.Sprintf("cluster-autoscaler %s MachineDeployment %s/%s to %d replicas", verb, infraNS, mdName, n), func(ctx context.Context) (bool, error) {
-		if err := s.componentsAlive(); err != nil {
+		if err := s.componentsAlive(ctx); err != nil {
 			return false, err
 		}
 		if err := s.env.Management.Client.Get(ctx, key, md); err != nil {
@@ -206,7 +177,7 @@ func (s *sandbox) waitReplicas(ctx context.Context, n int32, verb string) error 
 		}
 		return md.Spec.Replicas != nil && *md.Spec.Replicas == n, nil
 	}); err != nil {
-		return fmt.Errorf("%w; cluster-autoscaler log %s:\n%s", err, s.ca.LogFile, s.ca.Log(1500))
+		return fmt.Errorf("%w (cluster-autoscaler's log: %s on %s)", err, filepath.Join(s.mgmt.Dir, "pod-logs"), mgmtNode)
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ func (w *workers) Join(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstan
 	if i < 0 {
 		return false, fmt.Errorf("VMI %s has no IPv4 address yet", key)
 	}
-	if w.s.images == "" {
+	if w.s.nodeImages == "" || w.s.images == nil {
 		return false, errors.New("the harness images are not built yet")
 	}
 	step("VM %s booted: starting a real node for it (kubelet, containerd, kube-proxy; address %s)", vmi.Name, addrs[i])
@@ -63,7 +63,7 @@ func (w *workers) Join(ctx context.Context, vmi *kubevirtv1.VirtualMachineInstan
 		Name: nodeName, ProviderID: infra.ProviderIDPrefix + vmi.Name, NodeIP: addrs[i],
 		PodCIDR:   netip.MustParsePrefix(fmt.Sprintf("10.89.%d.0/24", w.next%250)),
 		DeviceDir: w.s.sim.DeviceDir(vmi.Namespace, vmi.Name),
-		Images:    []string{w.s.images}, Registries: []string{w.s.reg.Addr},
+		Images:    []string{w.s.nodeImages}, Registries: []string{w.s.images.Registry.Addr},
 	})
 	if err != nil {
 		return false, err
