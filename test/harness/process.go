@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -131,13 +132,21 @@ func (p *Process) Log(n int) string {
 }
 
 // BuildPrograms builds the named cmd/ programs of this module into dir with extra go build
-// flags (e.g. -race), so a test never runs a stale bin/ binary.
+// flags (e.g. -race), so a test never runs a stale bin/ binary. They are built static and
+// -trimpath, as make build and make images build them, so tests run (and the benchmarks weigh)
+// the binaries the images ship: a cgo build is linked dynamically, and its RSS counts ld.so's
+// and libc's pages too. -race needs cgo, so a -race build keeps it.
 func BuildPrograms(ctx context.Context, dir string, flags []string, names ...string) error {
 	pkgs := make([]string, len(names))
 	for i, n := range names {
 		pkgs[i] = "github.com/tenantcloud/tenantcloud/cmd/" + n
 	}
-	return GoBuild(ctx, dir+string(filepath.Separator), nil, flags, pkgs...)
+	var env []string
+	if !slices.Contains(flags, "-race") {
+		env = []string{"CGO_ENABLED=0"}
+		flags = append([]string{"-trimpath"}, flags...)
+	}
+	return GoBuild(ctx, dir+string(filepath.Separator), env, flags, pkgs...)
 }
 
 // GoBuild runs go build of pkgs with flags, output to out (a file for one package, a
