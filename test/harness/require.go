@@ -2,6 +2,7 @@ package harness
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -26,7 +27,26 @@ const (
 	NeedBin = "bin"
 	// NeedTool: a program from PATH (the go tool, sleep, …).
 	NeedTool = "tool"
+	// NeedNodes: a real kubelet node (test/harness/node's Need says what that takes).
+	NeedNodes = "nodes"
 )
+
+// knownNeeds are the words RequireEnv may name besides "all". A word outside them would
+// demand nothing, so a typo or a guess such as "1" would let every suite skip quietly in the
+// very run that set the variable to stop that: Require fails on it instead.
+var knownNeeds = []string{NeedDisks, NeedBlockDevices, NeedCapSysResource, NeedBin, NeedTool, NeedNodes}
+
+// badRequireWord returns the first word of spec that names no need, or "".
+func badRequireWord(spec string) string {
+	for _, w := range strings.Split(spec, ",") {
+		w = strings.TrimSpace(w)
+		if w == "" || w == "all" || slices.Contains(knownNeeds, strings.TrimPrefix(w, "-")) {
+			continue
+		}
+		return w
+	}
+	return ""
+}
 
 // Required reports whether the environment demands need (see RequireEnv).
 func Required(need string) bool {
@@ -56,6 +76,10 @@ func Require(t testing.TB, need string, err error) {
 	t.Helper()
 	if err == nil {
 		return
+	}
+	if w := badRequireWord(os.Getenv(RequireEnv)); w != "" {
+		t.Fatalf("%s=%s: %q names no need (known: all, %s; \"-<need>\" leaves one out of all); this test lacks %q: %v",
+			RequireEnv, os.Getenv(RequireEnv), w, strings.Join(knownNeeds, ", "), need, err)
 	}
 	if Required(need) {
 		t.Fatalf("%s=%s demands %q: %v", RequireEnv, os.Getenv(RequireEnv), need, err)

@@ -42,6 +42,12 @@ func TestRequire(t *testing.T) {
 		{"bin", errMissing, true, false},
 		{"all", errMissing, false, true},
 		{"all,-disks", errMissing, true, false},
+		// A word that names no need would demand nothing: it fails rather than skip.
+		{"1", errMissing, false, true},
+		{"true", errMissing, false, true},
+		{"all,-disk", errMissing, false, true},
+		{"1", nil, false, false},
+		{"nodes,-tool", errMissing, true, false},
 	}
 	for _, tt := range tests {
 		t.Setenv(RequireEnv, tt.spec)

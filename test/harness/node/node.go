@@ -92,7 +92,7 @@ type Node struct {
 // Need is the harness.Require need of tests that run real nodes: root, containerd, runc, the
 // CNI plugins, iproute2, iptables, br_netfilter, cgroup v1 and the kubelet and kube-proxy
 // from make bin.
-const Need = "nodes"
+const Need = harness.NeedNodes
 
 // Supported says whether this machine can run real nodes and what is missing if not.
 func Supported(env *harness.Env) error {
