@@ -97,7 +97,7 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Option
 		return err
 	}
 	klog.InfoS("Starting CSI controller", "namespace", cfg.InfraNamespace, "cluster", cfg.ClusterName,
-		"defaultStorageClass", cfg.Storage.DefaultStorageClass)
+		"defaultStorageClass", cfg.Storage.DefaultStorageClass, "hotplug", cfg.Storage.Hotplug)
 	if err := srv.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting

@@ -69,6 +69,23 @@ const (
 	DiskBusVirtio DiskBus = "virtio"
 )
 
+// Hotplug is how csi-controller hot-plugs a volume into a VM: which KubeVirt API it drives.
+type Hotplug string
+
+// The two ways KubeVirt offers. Both put the same volume and disk into the VM's template, so a
+// switch between them needs no migration: either mode unplugs what the other plugged.
+const (
+	// HotplugSubresource calls virt-api's addvolume/removevolume subresources
+	// (subresources.kubevirt.io); KubeVirt needs the HotplugVolumes or the
+	// DeclarativeHotplugVolumes feature gate.
+	HotplugSubresource Hotplug = "subresource"
+	// HotplugDeclarative patches the VM's spec.template.spec volumes and disks and lets
+	// KubeVirt's VM controller hot-plug them into the running VMI; KubeVirt needs the
+	// DeclarativeHotplugVolumes feature gate with HotplugVolumes off (while HotplugVolumes is
+	// on, KubeVirt ignores such spec changes until the VM restarts).
+	HotplugDeclarative Hotplug = "declarative"
+)
+
 // VolumeMode is the volume mode of the infra DataVolume backing a tenant volume.
 type VolumeMode string
 
@@ -105,6 +122,11 @@ type Storage struct {
 	// VolumeMode is the volume mode of the infra DataVolumes; defaults to Block (RWX Block is
 	// what live migration needs).
 	VolumeMode VolumeMode `json:"volumeMode,omitempty"`
+	// Hotplug is how volumes are hot-plugged into the tenant's VMs: subresource (virt-api's
+	// addvolume/removevolume, the default) or declarative (csi-controller patches the VM spec;
+	// needs KubeVirt's DeclarativeHotplugVolumes feature gate with HotplugVolumes off, and the
+	// chart then grants patch on virtualmachines instead of the subresources).
+	Hotplug Hotplug `json:"hotplug,omitempty"`
 	// RetainDataVolumes keeps the tenant's DataVolumes when its Cluster API Cluster is
 	// deleted: they are created without the owner reference to the Cluster that every other
 	// infra object tenantcloud creates carries, so the garbage collector leaves them (the data
@@ -187,6 +209,9 @@ func (c *Config) Default() {
 	}
 	if c.Storage.VolumeMode == "" {
 		c.Storage.VolumeMode = VolumeModeBlock
+	}
+	if c.Storage.Hotplug == "" {
+		c.Storage.Hotplug = HotplugSubresource
 	}
 }
 

@@ -32,6 +32,7 @@ func TestParseGood(t *testing.T) {
 					DefaultStorageClass: "fast",
 					DiskBus:             DiskBusSCSI,
 					VolumeMode:          VolumeModeBlock,
+					Hotplug:             HotplugSubresource,
 				},
 			},
 		},
@@ -52,6 +53,7 @@ loadBalancer:
 					DefaultStorageClass: "fast",
 					DiskBus:             DiskBusSCSI,
 					VolumeMode:          VolumeModeBlock,
+					Hotplug:             HotplugSubresource,
 				},
 			},
 		},
@@ -76,6 +78,7 @@ storage:
   maxTotalCapacity: 1Gi
   diskBus: virtio
   volumeMode: Filesystem
+  hotplug: declarative
 autoscaling:
   nodeGroupSelector:
     example.com/pool: gpu
@@ -101,6 +104,7 @@ autoscaling:
 					MaxTotalCapacity:       "1Gi",
 					DiskBus:                DiskBusVirtio,
 					VolumeMode:             VolumeModeFilesystem,
+					Hotplug:                HotplugDeclarative,
 				},
 				Autoscaling: Autoscaling{NodeGroupSelector: map[string]string{
 					"example.com/pool": "gpu",
@@ -119,6 +123,7 @@ autoscaling:
 					MaxTotalCapacity:    "0",
 					DiskBus:             DiskBusSCSI,
 					VolumeMode:          VolumeModeBlock,
+					Hotplug:             HotplugSubresource,
 				},
 			},
 		},
@@ -176,6 +181,7 @@ func TestParseBad(t *testing.T) {
 		{"YAML 1.1 boolean as a name", "clusterName: c\ninfraNamespace: no\nstorage: {defaultStorageClass: s}\n", []string{"infraNamespace of type string"}},
 		{"bad bus", withStorage("  diskBus: ide\n"), []string{`storage.diskBus: Unsupported value: "ide": supported values: "scsi", "virtio"`}},
 		{"bad volume mode", withStorage("  volumeMode: block\n"), []string{`storage.volumeMode: Unsupported value: "block"`}},
+		{"bad hotplug", withStorage("  hotplug: Declarative\n"), []string{`storage.hotplug: Unsupported value: "Declarative": supported values: "subresource", "declarative"`}},
 		{"bad default storage class", "clusterName: c\ninfraNamespace: ns\nstorage: {defaultStorageClass: Fast!}\n", []string{`storage.defaultStorageClass: Invalid value: "Fast!"`}},
 		{"duplicate storage class", withStorage("  allowedStorageClasses: [a, a]\n"), []string{`storage.allowedStorageClasses[1]: Duplicate value: "a"`}},
 		{"bad snapshot class", withStorage("  defaultSnapshotClass: Snap!\n"), []string{`storage.defaultSnapshotClass: Invalid value: "Snap!"`}},

@@ -112,6 +112,12 @@ func (s *Storage) validate(p *field.Path) field.ErrorList {
 		errs = append(errs, field.NotSupported(p.Child("volumeMode"), s.VolumeMode,
 			[]VolumeMode{VolumeModeBlock, VolumeModeFilesystem}))
 	}
+	switch s.Hotplug {
+	case HotplugSubresource, HotplugDeclarative:
+	default:
+		errs = append(errs, field.NotSupported(p.Child("hotplug"), s.Hotplug,
+			[]Hotplug{HotplugSubresource, HotplugDeclarative}))
+	}
 	return errs
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/test/sim/cdi"
 	"github.com/tenantcloud/tenantcloud/test/sim/disks"
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/featuregate"
 	"github.com/tenantcloud/tenantcloud/test/sim/hotplug"
 	"github.com/tenantcloud/tenantcloud/test/sim/kubevirt"
 	"github.com/tenantcloud/tenantcloud/test/sim/metallb"
@@ -50,11 +51,15 @@ type Options struct {
 	// Kubelets, if set, runs real kubelets for the Cluster API workers it takes (see
 	// capi.Options.Kubelets); the others get the simulated kubelet.
 	Kubelets capi.Kubelets
+	// FeatureGates are KubeVirt's enabled feature gates; nil means HotplugVolumes (the
+	// subresource hot-plug). Sim.Gates changes them while the simulator runs.
+	FeatureGates []string
 }
 
 // Sim is a running simulator. Stop it before the harness.
 type Sim struct {
 	Faults  *fault.Injector
+	Gates   *featuregate.Gates  // KubeVirt's feature gates, shared by every part
 	Disks   *disks.Manager      // nil unless Options.Disks
 	VirtAPI *virtapi.Server     // subresources.kubevirt.io
 	MetalLB *metallb.Controller // nil unless Options.MetalLB
@@ -72,8 +77,11 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (s *Sim, err err
 	if opts.Faults == nil {
 		opts.Faults = fault.New()
 	}
+	if opts.FeatureGates == nil {
+		opts.FeatureGates = []string{featuregate.HotplugVolumes}
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	s = &Sim{Faults: opts.Faults, cancel: cancel}
+	s = &Sim{Faults: opts.Faults, Gates: featuregate.New(opts.FeatureGates...), cancel: cancel}
 	defer func() {
 		if err != nil {
 			_ = s.Stop()
@@ -94,7 +102,7 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (s *Sim, err err
 	if err != nil {
 		return s, err
 	}
-	if err := kubevirt.Setup(ctx, mgr, kubevirt.Options{PhaseDelay: opts.PhaseDelay, Faults: opts.Faults, IPFamilies: opts.IPFamilies}); err != nil {
+	if err := kubevirt.Setup(ctx, mgr, kubevirt.Options{PhaseDelay: opts.PhaseDelay, Faults: opts.Faults, IPFamilies: opts.IPFamilies, Gates: s.Gates}); err != nil {
 		return s, fmt.Errorf("kubevirt simulator: %w", err)
 	}
 	if err := hotplug.Setup(mgr, hotplug.Options{Disks: s.Disks, PhaseDelay: opts.PhaseDelay, Faults: opts.Faults}); err != nil {
@@ -115,7 +123,7 @@ func Start(ctx context.Context, env *harness.Env, opts Options) (s *Sim, err err
 		return s, errors.New("simulator caches did not sync")
 	}
 
-	if s.VirtAPI, err = virtapi.Start(runCtx, env.Management.Config, virtapi.Options{Faults: opts.Faults}); err != nil {
+	if s.VirtAPI, err = virtapi.Start(runCtx, env.Management.Config, virtapi.Options{Faults: opts.Faults, Gates: s.Gates}); err != nil {
 		return s, fmt.Errorf("virt-api simulator: %w", err)
 	}
 	if opts.MetalLB {

@@ -75,7 +75,11 @@ func (s *Server) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 	}
 
 	serial := v.serial
-	if err := s.hotplug(ctx, v, vm, serial); err != nil {
+	plug := s.hotplug
+	if s.declarative() {
+		plug = s.hotplugDeclarative
+	}
+	if err := plug(ctx, v, vm, serial); err != nil {
 		return nil, err
 	}
 	if err := s.waitHotplugged(ctx, vm.Name, id); err != nil {
@@ -183,6 +187,9 @@ func (s *Server) waitHotplugged(ctx context.Context, vmName, id string) error {
 		switch {
 		case vmi.Status.Phase != kubevirtv1.Running:
 			last = fmt.Sprintf("the VM's instance is %s, not Running", vmi.Status.Phase)
+		case st == nil && s.declarative() && !hasVolume(&vmi.Spec, id):
+			// KubeVirt ignores VM spec changes unless its gates are set so.
+			last = "in the VM spec, not yet in the running instance's (KubeVirt hot-plugs VM spec changes only with the DeclarativeHotplugVolumes feature gate on and HotplugVolumes off)"
 		case st == nil:
 			last = "not in the instance's volume status yet"
 		default:
@@ -294,7 +301,11 @@ func (s *Server) unplug(ctx context.Context, v *volume, vmName string) error {
 	if !vmHasVolume(vm, v.id) && !inVMI {
 		return nil // not published there
 	}
-	if err := s.unhotplug(ctx, v, vm, vmi); err != nil {
+	unplug := func() error { return s.unhotplug(ctx, v, vm, vmi) }
+	if s.declarative() {
+		unplug = func() error { return s.unhotplugDeclarative(ctx, v, vm) }
+	}
+	if err := unplug(); err != nil {
 		return err
 	}
 	if err := s.waitUnplugged(ctx, vm.Name, v.id); err != nil {

@@ -5,9 +5,10 @@
 //   - a volume is a CDI DataVolume (blank, or restored from a snapshot, or cloned) in the
 //     tenant namespace, named by a hash of the CSI name (VolumeID), labelled and annotated as
 //     this tenant's and as csi-controller's;
-//   - publishing hot-plugs it into the VM named by the node ID through KubeVirt's VM-level
-//     addvolume subresource, with a serial derived from the volume ID (csi.Serial) that the
-//     node plugin finds the disk by; unpublishing removes it again;
+//   - publishing hot-plugs it into the VM named by the node ID, with a serial derived from the
+//     volume ID (csi.Serial) that the node plugin finds the disk by, through KubeVirt's
+//     VM-level addvolume subresource or, in declarative mode, by adding it to the VM's spec
+//     (declarative.go); unpublishing removes it again;
 //   - a snapshot is a VolumeSnapshot of the DataVolume's claim.
 //
 // Every handle the tenant passes (volume ID, snapshot ID, node ID) is resolved through
@@ -144,6 +145,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Storage.VolumeMode == "" {
 		opts.Storage.VolumeMode = config.VolumeModeBlock
+	}
+	if opts.Storage.Hotplug == "" {
+		opts.Storage.Hotplug = config.HotplugSubresource
 	}
 	if opts.SnapshotReadyWait <= 0 {
 		opts.SnapshotReadyWait = DefaultSnapshotReadyWait

@@ -197,3 +197,55 @@ func TestEveryContainerHasAMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestCSIControllerHotplugModes: config.storage.hotplug=declarative swaps exactly the hot-plug
+// rights of the csi-controller Role — patch on VMs instead of update on the four virt-api
+// subresources — leaves every other rule as the default renders it, and reaches the program
+// through the rendered config.
+func TestCSIControllerHotplugModes(t *testing.T) {
+	const ns = "deploy-hotplug"
+	name := release + "-csi-controller"
+	subresources := []perm{
+		{"subresources.kubevirt.io", "virtualmachines/addvolume", "update"},
+		{"subresources.kubevirt.io", "virtualmachines/removevolume", "update"},
+		{"subresources.kubevirt.io", "virtualmachineinstances/addvolume", "update"},
+		{"subresources.kubevirt.io", "virtualmachineinstances/removevolume", "update"},
+	}
+	patchVMs := perm{"kubevirt.io", "virtualmachines", "patch"}
+	rolePerms := func(sets ...string) ([]perm, *config.Config) {
+		objs := render(t, "tenantcloud", ns, append(slices.Clone(mgmtSets), sets...)...)
+		role, err := chartrender.Role(objs, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _, _ := unstructuredString(find(t, objs, "Secret", release+"-config").Object, "stringData", "config.yaml")
+		cfg, err := config.Parse([]byte(raw))
+		if err != nil {
+			t.Fatalf("rendered config: %v", err)
+		}
+		return perms(role.Rules), cfg
+	}
+	def, defCfg := rolePerms()
+	sub, _ := rolePerms("config.storage.hotplug=subresource")
+	decl, declCfg := rolePerms("config.storage.hotplug=declarative")
+	if !reflect.DeepEqual(def, sub) {
+		t.Errorf("default and hotplug=subresource render different Roles:\n%v\n%v", def, sub)
+	}
+	for _, p := range subresources {
+		if !slices.Contains(def, p) || slices.Contains(decl, p) {
+			t.Errorf("%v: in the default Role %v, in the declarative one %v; want only the default", p, slices.Contains(def, p), slices.Contains(decl, p))
+		}
+	}
+	if slices.Contains(def, patchVMs) || !slices.Contains(decl, patchVMs) {
+		t.Errorf("%v: in the default Role %v, in the declarative one %v; want only the declarative", patchVMs, slices.Contains(def, patchVMs), slices.Contains(decl, patchVMs))
+	}
+	rest := func(ps []perm) []perm {
+		return slices.DeleteFunc(slices.Clone(ps), func(p perm) bool { return p == patchVMs || slices.Contains(subresources, p) })
+	}
+	if !reflect.DeepEqual(rest(def), rest(decl)) {
+		t.Errorf("the modes differ beyond the hot-plug rights:\n%v\n%v", rest(def), rest(decl))
+	}
+	if defCfg.Storage.Hotplug != config.HotplugSubresource || declCfg.Storage.Hotplug != config.HotplugDeclarative {
+		t.Errorf("rendered configs say hotplug %q and %q", defCfg.Storage.Hotplug, declCfg.Storage.Hotplug)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/featuregate"
 	"github.com/tenantcloud/tenantcloud/test/sim/simmgr"
 )
 
@@ -38,6 +39,10 @@ type Options struct {
 	PhaseDelay time.Duration
 	// Faults, if set, is consulted at the Fault* points.
 	Faults *fault.Injector
+	// Gates are KubeVirt's feature gates, read on every sync; nil is HotplugVolumes on. With
+	// DeclarativeHotplugVolumes alone the VM controller hot-plugs template changes into the
+	// running VMI (declarative.go).
+	Gates *featuregate.Gates
 	// Nodes are the infra (management cluster) Nodes VMIs are scheduled onto. Default: three
 	// nodes infra-a/b/c in zones zone-a/b/c of region region-1.
 	Nodes []InfraNode

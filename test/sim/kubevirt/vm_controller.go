@@ -69,6 +69,16 @@ func (r *vmReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 		if res, vmi, out, err = r.syncRunStrategy(ctx, vm, vmi); err != nil {
 			return ctrl.Result{}, err
 		}
+		if out.syncErr == nil {
+			hres, serr, err := r.syncDeclarativeHotplug(ctx, vm, vmi)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			out.syncErr = serr
+			if hres.RequeueAfter > 0 && (res.RequeueAfter == 0 || hres.RequeueAfter < res.RequeueAfter) {
+				res.RequeueAfter = hres.RequeueAfter
+			}
+		}
 	}
 
 	if err := r.updateStatus(ctx, vm, vmi, out); err != nil && !apierrors.IsNotFound(err) {

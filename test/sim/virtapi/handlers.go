@@ -34,8 +34,15 @@ func (s *Server) registerVolumeHandlers(mux *http.ServeMux) {
 type addFunc func(ctx context.Context, namespace, name string, opts *kubevirtv1.AddVolumeOptions) *apierrors.StatusError
 type removeFunc func(ctx context.Context, namespace, name string, opts *kubevirtv1.RemoveVolumeOptions) *apierrors.StatusError
 
+// hotplugNotEnabled is upstream's answer when neither hot-plug gate is on.
+const hotplugNotEnabled = "Enable DeclarativeHotplugVolumes or HotplugVolumes feature gate to use this API."
+
 func (s *Server) handleAdd(apply addFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.gates.HotplugAPI() {
+			writeStatus(w, apierrors.NewBadRequest(hotplugNotEnabled))
+			return
+		}
 		opts := &kubevirtv1.AddVolumeOptions{}
 		if serr := decodeBody(r, opts); serr != nil {
 			writeStatus(w, serr)
@@ -58,6 +65,10 @@ func (s *Server) handleAdd(apply addFunc) http.HandlerFunc {
 
 func (s *Server) handleRemove(apply removeFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.gates.HotplugAPI() {
+			writeStatus(w, apierrors.NewBadRequest(hotplugNotEnabled))
+			return
+		}
 		opts := &kubevirtv1.RemoveVolumeOptions{}
 		if serr := decodeBody(r, opts); serr != nil {
 			writeStatus(w, serr)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/featuregate"
 )
 
 var env *harness.Env
@@ -31,13 +32,15 @@ var (
 	srv     *Server
 	srvErr  error
 	faults  = fault.New()
+	// gates are KubeVirt's feature gates; tests that change them restore HotplugVolumes.
+	gates = featuregate.New(featuregate.HotplugVolumes)
 )
 
 func server(t *testing.T) *Server {
 	t.Helper()
 	srvOnce.Do(func() {
 		// Lives until the harness stops: the apiserver goes away with it.
-		srv, srvErr = Start(context.Background(), env.Management.Config, Options{Faults: faults})
+		srv, srvErr = Start(context.Background(), env.Management.Config, Options{Faults: faults, Gates: gates})
 	})
 	if srvErr != nil {
 		t.Fatalf("starting virt-api: %v", srvErr)

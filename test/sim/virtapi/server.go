@@ -17,12 +17,15 @@ import (
 
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/fault"
+	"github.com/tenantcloud/tenantcloud/test/sim/featuregate"
 )
 
 // Options configures the simulated virt-api. The zero value registers it as KubeVirt does.
 type Options struct {
 	// Faults is consulted at FaultAddVolume and FaultRemoveVolume; nil injects nothing.
 	Faults *fault.Injector
+	// Gates are KubeVirt's feature gates, read on every request; nil is HotplugVolumes on.
+	Gates *featuregate.Gates
 	// Namespace and ServiceName name the Service the APIService points at (kubevirt/virt-api).
 	Namespace, ServiceName string
 	// AvailableTimeout bounds the wait for the APIService to become Available (default 60s).
@@ -47,6 +50,7 @@ type Server struct {
 	opts   Options
 	client client.Client
 	faults *fault.Injector
+	gates  *featuregate.Gates
 	caPEM  []byte
 	addr   string
 	http   *http.Server
@@ -82,7 +86,7 @@ func Start(ctx context.Context, mgmt *rest.Config, opts Options) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("virt-api: listening: %w", err)
 	}
-	s := &Server{opts: opts, client: c, faults: opts.Faults, caPEM: cert.caPEM, addr: ln.Addr().String(), done: make(chan struct{})}
+	s := &Server{opts: opts, client: c, faults: opts.Faults, gates: opts.Gates, caPEM: cert.caPEM, addr: ln.Addr().String(), done: make(chan struct{})}
 
 	mux := http.NewServeMux()
 	registerDiscovery(mux)

@@ -22,7 +22,39 @@ import (
 const (
 	vmWebhook  = "kubevirt-crd-status-validator.kubevirt.io"
 	vmiWebhook = "virtualmachineinstances-update-validator.kubevirt.io"
+	// vmSpecWebhook validates VM spec writes: virt-api's VM-level request without the
+	// HotplugVolumes gate (declarative) patches the spec instead of the status.
+	vmSpecWebhook = "virtualmachine-validator.kubevirt.io"
 )
+
+// AdmitVMIHotplug is the VMI update webhook's check of the volumes a VMI spec write hot-plugs
+// (upstream's AdmitHotplugStorage for volumes new to the VMI): a PVC or DataVolume source and
+// a disk of the same name on the scsi or virtio bus. The simulated VM controller runs it on the
+// VMI patch it makes for declarative hot-plug, as kube-apiserver would call the webhook.
+func AdmitVMIHotplug(old, updated *kubevirtv1.VirtualMachineInstanceSpec) *apierrors.StatusError {
+	had := map[string]bool{}
+	for _, v := range old.Volumes {
+		had[v.Name] = true
+	}
+	disks := map[string]*kubevirtv1.Disk{}
+	for i := range updated.Domain.Devices.Disks {
+		disks[updated.Domain.Devices.Disks[i].Name] = &updated.Domain.Devices.Disks[i]
+	}
+	for _, v := range updated.Volumes {
+		if had[v.Name] || !hotpluggable(v) {
+			continue
+		}
+		d, ok := disks[v.Name]
+		if !ok {
+			return admissionDenied(vmiWebhook, []metav1.StatusCause{{Type: metav1.CauseTypeFieldValueInvalid,
+				Message: fmt.Sprintf("disk %s does not exist", v.Name)}})
+		}
+		if c := hotplugDiskCauses(d, v.Name, "Hotplug configuration"); c != nil {
+			return admissionDenied(vmiWebhook, c)
+		}
+	}
+	return nil
+}
 
 // checkAddOptions makes the handler's own checks and normalises opts as upstream does: the disk
 // takes the volume's name and the source becomes hotpluggable.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,8 +73,12 @@ func liveVMI(vmi *kubevirtv1.VirtualMachineInstance) bool {
 	return vmi != nil && vmi.DeletionTimestamp == nil && !vmi.IsFinal()
 }
 
-// validateVMAdd is what upstream's handler and VM webhook refuse for a VM-level add.
-func validateVMAdd(vm *kubevirtv1.VirtualMachine, vmi *kubevirtv1.VirtualMachineInstance, opts *kubevirtv1.AddVolumeOptions) *apierrors.StatusError {
+// validateVMAdd is what upstream's handler and VM webhook refuse for a VM-level add. With
+// ephemeral (HotplugVolumes) the request is a vm.status.volumeRequests entry, checked by the
+// status webhook against the hot-plug rules and the running VMI; otherwise (declarative) it is
+// a patch of the VM spec, checked by the VM webhook as any template (a bad bus is only refused
+// later, when the VM controller writes the VMI: AdmitVMIHotplug).
+func validateVMAdd(vm *kubevirtv1.VirtualMachine, vmi *kubevirtv1.VirtualMachineInstance, opts *kubevirtv1.AddVolumeOptions, ephemeral bool) *apierrors.StatusError {
 	var spec kubevirtv1.VirtualMachineInstanceSpec
 	if vm.Spec.Template != nil {
 		spec = *vm.Spec.Template.Spec.DeepCopy()
@@ -81,20 +86,24 @@ func validateVMAdd(vm *kubevirtv1.VirtualMachine, vmi *kubevirtv1.VirtualMachine
 	if err := verifyAdd(spec.Volumes, opts); err != nil {
 		return apierrors.NewConflict(vmResource, vm.Name, err)
 	}
-	if c := hotplugDiskCauses(opts.Disk, opts.Name, "AddVolume request"); c != nil {
-		return admissionDenied(vmWebhook, c)
+	webhook := vmSpecWebhook
+	if ephemeral {
+		webhook = vmWebhook
+		if c := hotplugDiskCauses(opts.Disk, opts.Name, "AddVolume request"); c != nil {
+			return admissionDenied(webhook, c)
+		}
 	}
 	if c := sourceCauses(opts); c != nil {
-		return admissionDenied(vmWebhook, c)
+		return admissionDenied(webhook, c)
 	}
-	if liveVMI(vmi) {
+	if ephemeral && liveVMI(vmi) {
 		if c := vmiConflictCauses(vmi.Spec.Volumes, opts); c != nil {
-			return admissionDenied(vmWebhook, c)
+			return admissionDenied(webhook, c)
 		}
 	}
 	applyAdd(&spec, opts)
 	if c := serialCauses(spec.Domain.Devices.Disks, vmDisksField); c != nil {
-		return admissionDenied(vmWebhook, c)
+		return admissionDenied(webhook, c)
 	}
 	return nil
 }
@@ -108,7 +117,8 @@ func (s *Server) addToVM(ctx context.Context, namespace, name string, opts *kube
 	if serr != nil {
 		return serr
 	}
-	if serr := validateVMAdd(vm, vmi, opts); serr != nil {
+	ephemeral := s.gates.Ephemeral()
+	if serr := validateVMAdd(vm, vmi, opts, ephemeral); serr != nil {
 		return serr
 	}
 	if err := s.faults.Wait(ctx, FaultAddVolume); err != nil {
@@ -126,7 +136,7 @@ func (s *Server) addToVM(ctx context.Context, namespace, name string, opts *kube
 		if serr != nil {
 			return &rejected{serr}
 		}
-		if serr := validateVMAdd(vm, vmi, opts); serr != nil {
+		if serr := validateVMAdd(vm, vmi, opts, ephemeral); serr != nil {
 			return &rejected{serr}
 		}
 		if vm.Spec.Template == nil {
@@ -135,8 +145,8 @@ func (s *Server) addToVM(ctx context.Context, namespace, name string, opts *kube
 		applyAdd(&vm.Spec.Template.Spec, opts)
 		return s.client.Update(ctx, vm)
 	})
-	if serr := finish(err, "patch vm"); serr != nil {
-		return serr
+	if serr := finish(err, "patch vm"); serr != nil || !ephemeral {
+		return serr // declarative: the VM controller carries the spec into the VMI
 	}
 	return finish(s.updateVMI(ctx, namespace, name, false, func(vmi *kubevirtv1.VirtualMachineInstance) (bool, error) {
 		n := len(vmi.Spec.Volumes)
@@ -203,9 +213,24 @@ func validateVMIAdd(vmi *kubevirtv1.VirtualMachineInstance, name string, opts *k
 	return nil
 }
 
+// ephemeralRefused is upstream's refusal of a VMI-level request on a VM-owned VMI without
+// the HotplugVolumes gate: with declarative hot-plug the VM spec is the only way in.
+func (s *Server) ephemeralRefused(vmi *kubevirtv1.VirtualMachineInstance) *apierrors.StatusError {
+	if vmi == nil || s.gates.Ephemeral() {
+		return nil
+	}
+	if owner := metav1.GetControllerOf(vmi); owner != nil && owner.Kind == "VirtualMachine" && owner.APIVersion == kubevirtv1.SchemeGroupVersion.String() {
+		return apierrors.NewBadRequest(fmt.Sprintf("VMI %s/%s is owned by a VM", vmi.Namespace, vmi.Name))
+	}
+	return nil
+}
+
 func (s *Server) addToVMI(ctx context.Context, namespace, name string, opts *kubevirtv1.AddVolumeOptions) *apierrors.StatusError {
 	vmi, serr := s.getVMI(ctx, namespace, name)
 	if serr != nil {
+		return serr
+	}
+	if serr := s.ephemeralRefused(vmi); serr != nil {
 		return serr
 	}
 	if serr := validateVMIAdd(vmi, name, opts); serr != nil {
@@ -251,8 +276,8 @@ func (s *Server) removeFromVM(ctx context.Context, namespace, name string, opts 
 		applyRemove(&vm.Spec.Template.Spec, opts.Name)
 		return s.client.Update(ctx, vm)
 	})
-	if serr := finish(err, "patch vm"); serr != nil {
-		return serr
+	if serr := finish(err, "patch vm"); serr != nil || !s.gates.Ephemeral() {
+		return serr // declarative: the VM controller carries the spec into the VMI
 	}
 	return finish(s.updateVMI(ctx, namespace, name, false, func(vmi *kubevirtv1.VirtualMachineInstance) (bool, error) {
 		return applyRemove(&vmi.Spec, opts.Name), nil
@@ -262,6 +287,9 @@ func (s *Server) removeFromVM(ctx context.Context, namespace, name string, opts 
 func (s *Server) removeFromVMI(ctx context.Context, namespace, name string, opts *kubevirtv1.RemoveVolumeOptions) *apierrors.StatusError {
 	vmi, serr := s.getVMI(ctx, namespace, name)
 	if serr != nil {
+		return serr
+	}
+	if serr := s.ephemeralRefused(vmi); serr != nil {
 		return serr
 	}
 	if serr := runningVMI(vmi, name); serr != nil {
