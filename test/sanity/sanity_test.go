@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -20,12 +22,16 @@ import (
 	"google.golang.org/grpc"
 	mount "k8s.io/mount-utils"
 
+	"github.com/tenantcloud/tenantcloud/pkg/config"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/identity"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/fixture"
 	"github.com/tenantcloud/tenantcloud/test/harness"
+	"github.com/tenantcloud/tenantcloud/test/sim/featuregate"
+	"github.com/tenantcloud/tenantcloud/test/sim/kubevirt"
+	"github.com/tenantcloud/tenantcloud/test/sim/virtapi"
 )
 
 const (
@@ -66,10 +72,27 @@ var _ = ginkgo.ReportAfterSuite("tenantcloud sanity counts", func(r ginkgo.Repor
 	}
 })
 
-// TestSanity runs every csi-test v5.6.0 sanity spec against the full driver.
+// hotplugEnv selects the hot-plug mode TestSanity runs in (config.Hotplug; default
+// subresource). csi-test's suite is a Ginkgo suite, which runs once per process, so the
+// declarative run is this binary again with the variable set (TestDeclarativeHotplugSanity).
+const hotplugEnv = "TENANTCLOUD_SANITY_HOTPLUG"
+
+// TestSanity runs every csi-test v5.6.0 sanity spec against the full driver, hot-plugging as
+// $TENANTCLOUD_SANITY_HOTPLUG says: through virt-api's subresources (default) or declaratively
+// with KubeVirt's DeclarativeHotplugVolumes gate.
 func TestSanity(t *testing.T) {
 	harness.Require(t, harness.NeedDisks, disksErr)
 	ctx := context.Background()
+	storage := fixture.TopologyStorage("zone-a", zone)
+	switch mode := config.Hotplug(os.Getenv(hotplugEnv)); mode {
+	case "", config.HotplugSubresource:
+	case config.HotplugDeclarative:
+		storage.Hotplug = mode
+		sims.Gates.Set(featuregate.DeclarativeHotplugVolumes)
+	default:
+		t.Fatalf("%s=%q: want %q or %q", hotplugEnv, mode, config.HotplugSubresource, config.HotplugDeclarative)
+	}
+	t.Logf("hot-plug mode %s, KubeVirt gates: declarative=%v", storage.Hotplug, sims.Gates.Declarative())
 	c := env.Management.Client
 	if err := fixture.CreateNamespace(ctx, c, namespace); err != nil {
 		t.Fatal(err)
@@ -86,7 +109,7 @@ func TestSanity(t *testing.T) {
 	// several specs create a volume without requirements and publish it to the node, which
 	// assumes (as csi-sanity says) a single-node setup where such a volume is reachable.
 	ctrl, err := fixture.StartController(env.Management.Config, infra.Scope{Namespace: namespace, ClusterName: cluster},
-		fixture.TopologyStorage("zone-a", zone), t.TempDir())
+		storage, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,8 +142,19 @@ func TestSanity(t *testing.T) {
 	// zonal one, so every spec's volume is placed by the node's topology.
 	cfg.TestVolumeParameters = map[string]string{"infraStorageClassName": fixture.ZonalStorageClass}
 
+	viaAPI, viaSpec := subresourceHits(), sims.Faults.Hits(kubevirt.FaultVMHotplug)
 	start := time.Now()
 	sanity.Test(t, cfg)
+	// Which path hot-plugged, on the simulator's counters: virt-api's subresources, or the VM
+	// spec carried into the VMI by KubeVirt's VM controller.
+	api, spec := subresourceHits()-viaAPI, sims.Faults.Hits(kubevirt.FaultVMHotplug)-viaSpec
+	t.Logf("hot-plug requests to virt-api: %d; VM spec changes KubeVirt carried into the VMI: %d", api, spec)
+	if storage.Hotplug == config.HotplugDeclarative && (api != 0 || spec == 0) {
+		t.Errorf("declarative mode did not hot-plug through the VM spec alone")
+	}
+	if storage.Hotplug != config.HotplugDeclarative && (api == 0 || spec != 0) {
+		t.Errorf("subresource mode did not hot-plug through virt-api alone")
+	}
 	t.Logf("csi-sanity: %d passed, %d failed, %d skipped, %d pending in %s",
 		result.passed, result.failed, result.skipped, result.pending, time.Since(start).Round(time.Second))
 	sort.Strings(result.skips)
@@ -133,6 +167,42 @@ func TestSanity(t *testing.T) {
 	checkSkipsDocumented(t, result.skips)
 	if result.passed == 0 {
 		t.Fatal("csi-sanity passed no spec: the suite did not run")
+	}
+}
+
+// subresourceHits counts the addvolume/removevolume requests virt-api served.
+func subresourceHits() int {
+	return sims.Faults.Hits(virtapi.FaultAddVolume) + sims.Faults.Hits(virtapi.FaultRemoveVolume)
+}
+
+// TestDeclarativeHotplugSanity runs TestSanity again in a child process of this test binary
+// with declarative hot-plug (config storage.hotplug=declarative, KubeVirt's
+// DeclarativeHotplugVolumes gate alone): the same specs, the same skips, its own control planes.
+func TestDeclarativeHotplugSanity(t *testing.T) {
+	harness.Require(t, harness.NeedDisks, disksErr)
+	if os.Getenv(hotplugEnv) != "" {
+		t.Skip("already the child run") // not reached: the child runs ^TestSanity$ only
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSanity$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), hotplugEnv+"="+string(config.HotplugDeclarative))
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	summary := regexp.MustCompile(`(?m)^.*(csi-sanity: \d+ passed.*|hot-plug mode .*|skipped: .*|FAILED: .*|--- (PASS|FAIL|SKIP): TestSanity .*)$`)
+	for _, l := range summary.FindAllString(string(out), -1) {
+		t.Log(strings.TrimSpace(l))
+	}
+	t.Logf("child run took %s", time.Since(start).Round(time.Second))
+	if err != nil {
+		tail := out
+		if len(tail) > 20000 {
+			tail = tail[len(tail)-20000:]
+		}
+		t.Fatalf("declarative csi-sanity run: %v\n%s", err, tail)
+	}
+	if !regexp.MustCompile(`(?m)^--- PASS: TestSanity `).Match(out) {
+		t.Fatalf("the child run did not pass TestSanity (skipped?):\n%s", summary.FindAllString(string(out), -1))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tenantcloud/tenantcloud/pkg/config"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/chartrender"
@@ -31,6 +33,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/test/harness"
 	"github.com/tenantcloud/tenantcloud/test/sim/capi"
 	"github.com/tenantcloud/tenantcloud/test/sim/cdi"
+	"github.com/tenantcloud/tenantcloud/test/sim/featuregate"
 )
 
 // Infra classes of the csi-controller proof.
@@ -43,11 +46,26 @@ const (
 // args and config, as the chart's ServiceAccount bound to exactly the chart's Role, and drives
 // the sidecars' calls through its socket: create, publish, expand, snapshot, list, unpublish,
 // delete, with the Events it records. Then it removes each permission of the Role in turn and
-// records which named scenario fails.
+// records which named scenario fails. It does so for both hot-plug modes: through virt-api's
+// subresources (the default) and declaratively (config.storage.hotplug=declarative, the
+// simulated KubeVirt with DeclarativeHotplugVolumes alone), where the Role trades the
+// subresources for patch on VMs.
 func TestCSIControllerChartRBAC(t *testing.T) {
+	for _, mode := range []config.Hotplug{config.HotplugSubresource, config.HotplugDeclarative} {
+		t.Run("hotplug="+string(mode), func(t *testing.T) { csiControllerChartRBAC(t, mode) })
+	}
+}
+
+func csiControllerChartRBAC(t *testing.T, mode config.Hotplug) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	const ns, vm = "deploy-rbac-csi", "csi-w1"
+	ns, vm := "deploy-rbac-csi", "csi-w1"
+	declarative := mode == config.HotplugDeclarative
+	if declarative {
+		ns += "-decl"
+		si.Gates.Set(featuregate.DeclarativeHotplugVolumes)
+		t.Cleanup(func() { si.Gates.Set(featuregate.HotplugVolumes) })
+	}
 	mgmt := env.Management.Client
 	createNamespace(t, ctx, mgmt, ns)
 	ensureStorageClasses(t, ctx, mgmt)
@@ -58,6 +76,7 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 		"clusterName="+simCluster,
 		"config.storage.defaultStorageClass="+csiStorageClass,
 		"config.storage.defaultSnapshotClass="+csiSnapshotClass,
+		"config.storage.hotplug="+string(mode),
 	)
 	name := release + "-csi-controller"
 	g, u := bindChartRole(t, ctx, env.Management, "management", ns, objs, "Role", name)
@@ -199,6 +218,13 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 			_, err = cc.ControllerUnpublishVolume(ctx, &csi.ControllerUnpublishVolumeRequest{VolumeId: vol, NodeId: vm})
 			return c.check("ControllerUnpublishVolume", err)
 		}},
+	}
+	if declarative {
+		// The repairs above are the subresource path's: with DeclarativeHotplugVolumes KubeVirt
+		// refuses VMI-level requests on a VM's VMI and repairs such a VMI itself.
+		p.scenarios = slices.DeleteFunc(p.scenarios, func(sc scenario) bool { return strings.Contains(sc.name, " repairs ") })
+	}
+	p.scenarios = append(p.scenarios, []scenario{
 		{"DeleteSnapshot", func(ctx context.Context, c *component) error {
 			_, err := cc.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: snap})
 			return c.check("DeleteSnapshot", err)
@@ -207,7 +233,7 @@ func TestCSIControllerChartRBAC(t *testing.T) {
 			_, err := cc.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol})
 			return c.check("DeleteVolume", err)
 		}},
-	}
+	}...)
 	p.run(t, ctx)
 }
 

@@ -7,6 +7,8 @@
 // Tests only create what a user creates — StorageClasses, PVCs, Pods, VolumeSnapshots — and
 // check outcomes inside the pods and in the management cluster. Volume topology is on
 // (topology_test.go): the two nodes are in two zones; the chart's default class reaches both.
+// The stories run with csi-controller hot-plugging through virt-api's subresources, and those
+// that attach volumes run again with declarative hot-plug (TestDeclarativeHotplugStories).
 package storage
 
 import (
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tenantcloud/tenantcloud/pkg/config"
 	tccsi "github.com/tenantcloud/tenantcloud/pkg/csi"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/test/chartrender"
@@ -37,6 +40,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/test/harness/node"
 	"github.com/tenantcloud/tenantcloud/test/sim"
 	"github.com/tenantcloud/tenantcloud/test/sim/disks"
+	"github.com/tenantcloud/tenantcloud/test/sim/featuregate"
 )
 
 const (
@@ -60,12 +64,17 @@ var (
 
 // world is what every test shares.
 type world struct {
-	dir     string
-	sim     *sim.Sim
-	reg     *harness.Registry
-	ccm     *harness.Process
-	ctrl    *fixture.Controller
-	procs   []*harness.Process
+	dir   string
+	sim   *sim.Sim
+	reg   *harness.Registry
+	ccm   *harness.Process
+	ctrl  *fixture.Controller
+	procs []*harness.Process
+	// csi are the CSI sidecars beside ctrl; they go down and up with it when the hot-plug
+	// mode changes (a sidecar exits when it loses csi-controller's socket).
+	csi []*harness.Process
+	// hotplug is the mode csi-controller runs in, with the KubeVirt feature gates it needs.
+	hotplug config.Hotplug
 	nodes   []*node.Node
 	csiNode string // the csi-node image reference pulled from the registry
 	ready   time.Duration
@@ -118,11 +127,9 @@ func (w *world) stop() error {
 	for _, n := range w.nodes {
 		errs = append(errs, n.Stop())
 	}
+	errs = append(errs, w.stopCSI())
 	for _, p := range w.procs {
 		errs = append(errs, p.Stop())
-	}
-	if w.ctrl != nil {
-		errs = append(errs, w.ctrl.Stop())
 	}
 	if w.reg != nil {
 		errs = append(errs, w.reg.Stop())
@@ -263,12 +270,41 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 		return err
 	}
 	w.procs = append(w.procs, ccm)
-	if err := os.MkdirAll(filepath.Join(w.dir, "csi-controller"), 0o755); err != nil {
+	if err := w.startCSI(ctx, e, config.HotplugSubresource); err != nil {
 		return err
 	}
-	if w.ctrl, err = fixture.StartController(e.Management.Config, infra.Scope{Namespace: infraNS, ClusterName: cluster}, topologyStorage(), filepath.Join(w.dir, "csi-controller")); err != nil {
+	// The tenant's own snapshot-controller (one per cluster, no CSI socket), as a tenant
+	// cluster that takes snapshots runs it.
+	snapCtl, err := harness.StartBinary("snapshot-controller", filepath.Join(e.Assets.BinDir, "snapshot-controller"), filepath.Join(w.dir, "snapshot-controller.log"),
+		"--kubeconfig="+e.Tenant.Kubeconfig, "--leader-election", "--leader-election-namespace=kube-system", "--v=4")
+	if err != nil {
 		return err
 	}
+	w.procs = append(w.procs, snapCtl)
+	return nil
+}
+
+// startCSI runs csi-controller hot-plugging in mode, with the KubeVirt feature gates that mode
+// needs set on the simulator (HotplugVolumes for the subresources, DeclarativeHotplugVolumes
+// alone for declarative: with both on KubeVirt ignores VM spec changes), and the real CSI
+// sidecars beside it with the management chart's args.
+func (w *world) startCSI(ctx context.Context, e *harness.Env, mode config.Hotplug) error {
+	dir := filepath.Join(w.dir, "csi-controller")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	gate := featuregate.HotplugVolumes
+	if mode == config.HotplugDeclarative {
+		gate = featuregate.DeclarativeHotplugVolumes
+	}
+	w.sim.Gates.Set(gate)
+	storage := topologyStorage()
+	storage.Hotplug = mode
+	var err error
+	if w.ctrl, err = fixture.StartController(e.Management.Config, infra.Scope{Namespace: infraNS, ClusterName: cluster}, storage, dir); err != nil {
+		return err
+	}
+	w.hotplug = mode
 	socket := strings.TrimPrefix(w.ctrl.Endpoint, "unix://")
 	names := []string{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter"}
 	sidecars, err := chartSidecarArgs(ctx, filepath.Join(e.Assets.BinDir, "helm"), names...)
@@ -281,17 +317,54 @@ func (w *world) startManagementSide(ctx context.Context, e *harness.Env) error {
 		if err != nil {
 			return err
 		}
-		w.procs = append(w.procs, p)
+		w.csi = append(w.csi, p)
 	}
-	// The tenant's own snapshot-controller (one per cluster, no CSI socket), as a tenant
-	// cluster that takes snapshots runs it.
-	snapCtl, err := harness.StartBinary("snapshot-controller", filepath.Join(e.Assets.BinDir, "snapshot-controller"), filepath.Join(w.dir, "snapshot-controller.log"),
-		"--kubeconfig="+e.Tenant.Kubeconfig, "--leader-election", "--leader-election-namespace=kube-system", "--v=4")
-	if err != nil {
-		return err
-	}
-	w.procs = append(w.procs, snapCtl)
+	klog.InfoS("csi-controller and sidecars started", "hotplug", mode, "gate", gate)
 	return nil
+}
+
+// stopCSI stops the sidecars, then csi-controller.
+func (w *world) stopCSI() error {
+	var errs []error
+	for _, p := range w.csi {
+		errs = append(errs, p.Stop())
+	}
+	w.csi = nil
+	if w.ctrl != nil {
+		errs = append(errs, w.ctrl.Stop())
+		w.ctrl = nil
+	}
+	return errors.Join(errs...)
+}
+
+// useHotplug switches the world to hot-plug mode for the rest of t, as an operator does
+// (KubeVirt's gates, then csi-controller's config and a restart), and back when t ends. Both
+// modes put the same entry into a VM's spec, so nothing published is lost either way; the
+// stories leave nothing published anyway.
+func (w *world) useHotplug(t *testing.T, mode config.Hotplug) {
+	t.Helper()
+	switchTo := func(mode config.Hotplug) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		start := time.Now()
+		if err := w.stopCSI(); err != nil {
+			klog.InfoS("Stopping csi-controller and its sidecars", "err", err) // killed, as a rollout does
+		}
+		if err := w.startCSI(ctx, env, mode); err != nil {
+			return fmt.Errorf("restarting csi-controller with storage.hotplug=%s: %w", mode, err)
+		}
+		t.Logf("csi-controller and sidecars restarted with storage.hotplug=%s in %s", mode, time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	prev := w.hotplug
+	if err := switchTo(mode); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := switchTo(prev); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // installChart installs the tenant chart with the real helm, as the README does, with csi-node
