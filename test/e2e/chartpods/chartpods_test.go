@@ -192,6 +192,9 @@ func TestChartsAsPods(t *testing.T) {
 		if err := env.Tenant.Client.Create(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
+		// Cleanups run last-first: the pod goes (at once: its worker may be simulated) before
+		// the worker it may sit on is drained.
+		t.Cleanup(func() { scaleToZero(t) })
 		t.Cleanup(func() { _ = env.Tenant.Client.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
 		md := &clusterv1.MachineDeployment{}
 		harness.Eventually(t, ctx, 3*time.Minute, "cluster-autoscaler to raise the MachineDeployment", func(ctx context.Context) (bool, error) {
@@ -239,3 +242,28 @@ func (w *world) node(t *testing.T, name string) *node.Node {
 }
 
 func tail(s string, n int) string { return s[max(0, len(s)-n):] }
+
+// scaleToZero takes the autoscaled group back to no workers and waits until their Nodes are
+// gone, as cluster-autoscaler would once the pod left (scale-down is off here to keep the
+// story short). A worker left behind is simulated: no kubelet finishes the deletion of the
+// csi-node pod the DaemonSet put on it, so uninstalling the tenant chart would wait forever;
+// with the Node gone the pod garbage collector removes that pod.
+func scaleToZero(t *testing.T) {
+	ctx := harness.TestContext(t, 3*time.Minute)
+	md := &clusterv1.MachineDeployment{}
+	if err := env.Management.Client.Get(ctx, client.ObjectKey{Namespace: infraNS, Name: group}, md); err != nil {
+		t.Fatalf("reading MachineDeployment %s: %v", group, err)
+	}
+	base := md.DeepCopy()
+	md.Spec.Replicas = ptr.To[int32](0)
+	if err := env.Management.Client.Patch(ctx, md, client.MergeFrom(base)); err != nil {
+		t.Fatalf("scaling MachineDeployment %s to 0: %v", group, err)
+	}
+	harness.Eventually(t, ctx, 3*time.Minute, "the scaled-up worker's Node to go", func(ctx context.Context) (bool, error) {
+		nodes := &corev1.NodeList{}
+		if err := env.Tenant.Client.List(ctx, nodes, client.MatchingLabels{runLabel: "yes"}); err != nil {
+			return false, err
+		}
+		return len(nodes.Items) == 0, nil
+	})
+}

@@ -135,7 +135,11 @@ func (w *world) start(ctx context.Context, e *harness.Env) error {
 	}
 	if _, err := e.StartControllerManager(ctx, e.Tenant, "serviceaccount", "root-ca-cert-publisher", "nodelifecycle",
 		"daemonset", "persistentvolume-attach-detach-controller", "persistentvolume-binder-controller",
-		"persistentvolume-protection-controller", "persistentvolumeclaim-protection-controller", "garbagecollector"); err != nil {
+		"persistentvolume-protection-controller", "persistentvolumeclaim-protection-controller", "garbagecollector",
+		// The pod garbage collector deletes the csi-node pod of the worker the scale-up story
+		// added once that worker's Node is gone: a simulated worker has no kubelet to finish
+		// the pod's deletion, and helm uninstall's pods would never go.
+		"podgc"); err != nil {
 		return err
 	}
 	if _, err := e.StartScheduler(ctx); err != nil {
