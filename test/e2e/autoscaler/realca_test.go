@@ -35,9 +35,17 @@ func realCA(t testing.TB) string {
 }
 
 // runCA starts the real cluster-autoscaler against the tenant with the externalgrpc cloud
-// provider pointing at addr (plaintext), in its own process group, logging to a file whose
-// path it returns. The process group is killed in a cleanup.
-func runCA(t testing.TB, bin, addr string) string {
+// provider pointing at addr (plaintext) and caFlags (extraFlags after them, so they win), in
+// its own process group, logging to a file whose path it returns. The process group is killed
+// in a cleanup.
+func runCA(t testing.TB, bin, addr string, extraFlags ...string) string {
+	t.Helper()
+	logPath, _ := startCA(t, bin, addr, extraFlags...)
+	return logPath
+}
+
+// startCA is runCA that also returns the process id (for its memory).
+func startCA(t testing.TB, bin, addr string, extraFlags ...string) (string, int) {
 	t.Helper()
 	dir := t.TempDir()
 	cloudConfig := filepath.Join(dir, "cloud-config.yaml")
@@ -49,7 +57,7 @@ func runCA(t testing.TB, bin, addr string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, caFlags(cloudConfig)...)
+	cmd := exec.Command(bin, append(caFlags(cloudConfig), extraFlags...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -68,7 +76,7 @@ func runCA(t testing.TB, bin, addr string) string {
 			}
 		}
 	})
-	return logPath
+	return logPath, cmd.Process.Pid
 }
 
 // caFlags runs cluster-autoscaler outside a cluster with every delay cut to a loop or two.
@@ -153,15 +161,7 @@ func realCAScaleUpAndDown(t *testing.T, caBin, providerBin string, from int32) {
 	readyNodes := w.readyNodes
 	w.eventually("the group's nodes", func() bool { return len(readyNodes()) == int(from) })
 	if from == 0 {
-		// CA caches the template: ask only once the simulated CAPK published the capacity.
-		w.eventually("KubevirtMachineTemplate status.capacity", func() bool {
-			u := capi.NewKubevirtMachineTemplate(w.ns, "worker", simCluster, 2, "3Gi")
-			if err := w.mgmt.Get(ctx, client.ObjectKeyFromObject(u), u); err != nil {
-				return false
-			}
-			_, ok, _ := unstructured.NestedMap(u.Object, "status", "capacity")
-			return ok
-		})
+		w.templateCapacity()
 	}
 
 	p := runProvider(t, providerBin, w.ns, simCluster)
@@ -259,6 +259,20 @@ func (w *world) createGroup(replicas, minSize, maxSize int32) *clusterv1.Machine
 	}
 	w.t.Cleanup(func() { w.teardown(md) })
 	return md
+}
+
+// templateCapacity waits until the simulated CAPK published the worker template's capacity:
+// from zero nodes it is all cluster-autoscaler knows of a node, and it caches the template.
+func (w *world) templateCapacity() {
+	w.t.Helper()
+	w.eventually("KubevirtMachineTemplate status.capacity", func() bool {
+		u := capi.NewKubevirtMachineTemplate(w.ns, "worker", simCluster, 2, "3Gi")
+		if err := w.mgmt.Get(w.ctx, client.ObjectKeyFromObject(u), u); err != nil {
+			return false
+		}
+		_, ok, _ := unstructured.NestedMap(u.Object, "status", "capacity")
+		return ok
+	})
 }
 
 // mdReplicas reads md's replicas from the API (-1 if unreadable).

@@ -77,7 +77,7 @@ func startWorld(t testing.TB, ctx context.Context) *world {
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {
-			t.Errorf("simulator: %v", err)
+			t.Errorf("simulator: %v\ngoroutines still in simulator or controller-runtime code:\n%s", err, simmgr.StuckGoroutines())
 		}
 	})
 	return w

@@ -36,6 +36,10 @@ const TaintCloudUninitialized = "node.cloudprovider.kubernetes.io/uninitialized"
 
 const kubeletVersion = "v1.36.2"
 
+// kubeletWorkers is how many simulated kubelets act at once; each real guest has its own, so
+// it bounds only the simulator's goroutines.
+const kubeletWorkers = 100
+
 // kubelet plays the kubelet inside each CAPK worker VM: once the VMI has run for PhaseDelay
 // (boot plus kubeadm join) it registers a Node in the tenant cluster, named after the guest's
 // hostname, without providerID (CAPK sets it), tainted as the bootstrap provider and, with an
@@ -65,7 +69,8 @@ func (k *kubelet) setupWithManager(mgr manager.Manager) error {
 			l := o.GetLabels()
 			return l[LabelKubevirtMachineName] != "" && k.opts.wants(l[clusterv1.ClusterNameLabel])
 		}))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		// Every VM runs a kubelet of its own: 100 guests join at once, not 4 at a time.
+		WithOptions(controller.Options{MaxConcurrentReconciles: kubeletWorkers}).
 		Complete(k)
 }
 

@@ -61,7 +61,8 @@ func (r *kvmReconciler) setupWithManager(mgr manager.Manager) error {
 		Watches(&kubevirtv1.VirtualMachine{}, toKVM).
 		Watches(&kubevirtv1.VirtualMachineInstance{}, toKVM).
 		Watches(&clusterv1.Machine{}, machineToKVM).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		// CAPK's --concurrency default.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
 		Complete(r)
 }
 

@@ -39,7 +39,8 @@ func (r *machineReconciler) setupWithManager(mgr manager.Manager) error {
 			return r.opts.wants(o.(*clusterv1.Machine).Spec.ClusterName)
 		}))).
 		Owns(r.gvk.newMachine()).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		// Cluster API's --machine-concurrency default.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
 		Complete(r)
 }
 

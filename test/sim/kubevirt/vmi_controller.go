@@ -39,7 +39,8 @@ func (r *vmiReconciler) setupWithManager(mgr manager.Manager) error {
 		Named("sim-kubevirt-vmi").
 		For(&kubevirtv1.VirtualMachineInstance{}).
 		Owns(&corev1.Pod{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		// virt-controller's VMI workers (defaultVMIControllerThreads).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 10}).
 		Complete(r)
 }
 
