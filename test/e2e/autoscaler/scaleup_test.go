@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,9 +29,10 @@ const scaleUpNodes = 100
 // kubelets register the Nodes; the real kube-scheduler places the pods. scale-up-100-ms: from
 // the pods' creation (cluster-autoscaler already running) to 100 Ready Nodes and every pod
 // scheduled; scale-up-100-replicas-ms to the MachineDeployment at 100. The provider's share:
-// provider-rpc-ms, the time it spent answering cluster-autoscaler's calls (its gRPC duration
-// histogram's sum over the run), provider-share-% (that over scale-up-100-ms),
-// provider-rpc-calls, and scale-writes, its /scale writes (audit log); and the RSS of
+// provider-rpc-ms, the time its handlers spent answering cluster-autoscaler's calls (its gRPC
+// duration histogram's sum over the run: server side, without the transport),
+// provider-share-% (that over scale-up-100-ms), provider-rpc-calls, ca-loops and
+// provider-rpc-calls/loop, and scale-writes, its /scale writes (audit log); and the RSS of
 // cluster-autoscaler and the provider at the end. One iteration is one 0 → 100 scale-up on a
 // fresh group, minutes long: make bench runs it at -benchtime=1x (Makefile BENCH_SLOW).
 func BenchmarkScaleUp100(b *testing.B) {
@@ -42,31 +44,43 @@ func BenchmarkScaleUp100(b *testing.B) {
 		b.Fatal(err)
 	}
 	var total, replicas time.Duration
-	var rpcSeconds float64
-	var rpcCalls, scaleWrites int
+	var rpcs []map[string]rpcStat
+	var scaleWrites int
 	b.ResetTimer()
 	for range b.N {
 		r := scaleUp100(b, ctx, caBin, providerBin)
 		total, replicas = total+r.total, replicas+r.replicas
-		rpcSeconds += r.rpcSeconds
-		rpcCalls += r.rpcCalls
+		rpcs = append(rpcs, r.rpcs)
 		scaleWrites += r.scaleWrites
+	}
+	var all rpcStat
+	loops := 0
+	for _, r := range rpcs {
+		t := rpcTotal(r)
+		all.calls += t.calls
+		all.seconds += t.seconds
+		loops += r["Refresh"].calls
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(total.Milliseconds())/n, "scale-up-100-ms")
 	b.ReportMetric(float64(replicas.Milliseconds())/n, "scale-up-100-replicas-ms")
-	b.ReportMetric(rpcSeconds*1000/n, "provider-rpc-ms")
+	b.ReportMetric(all.seconds*1000/n, "provider-rpc-ms")
 	// The provider's answers are on cluster-autoscaler's path (it calls one at a time), so
-	// their sum over the scale-up is an upper bound of what the provider added to it.
-	b.ReportMetric(100*rpcSeconds/total.Seconds(), "provider-share-%")
-	b.ReportMetric(float64(rpcCalls)/n, "provider-rpc-calls")
+	// their sum over the scale-up is an upper bound of what the provider's handlers added to
+	// it; the loopback transport and cluster-autoscaler's side of each call are not in it.
+	b.ReportMetric(100*all.seconds/total.Seconds(), "provider-share-%")
+	b.ReportMetric(float64(all.calls)/n, "provider-rpc-calls")
+	// cluster-autoscaler calls Refresh once at the start of every loop.
+	b.ReportMetric(float64(loops)/n, "ca-loops")
+	if loops > 0 {
+		b.ReportMetric(float64(all.calls)/float64(loops), "provider-rpc-calls/loop")
+	}
 	b.ReportMetric(float64(scaleWrites)/n, "scale-writes")
 }
 
 type scaleUpResult struct {
 	total, replicas time.Duration
-	rpcSeconds      float64
-	rpcCalls        int
+	rpcs            map[string]rpcStat // per method, from the pods' creation to the end
 	scaleWrites     int
 }
 
@@ -79,7 +93,7 @@ func scaleUp100(b *testing.B, ctx context.Context, caBin, providerBin string) sc
 	// Nodes that registered before the scheduler placed their pod are empty for a moment: with
 	// the shared flags' 1 s scale-down timings cluster-autoscaler would remove them again.
 	caLog, caPid := startCA(b, caBin, p.grpcAddr, "--max-node-provision-time=15m", "--scale-down-enabled=false")
-	rpcBefore, callsBefore := grpcSeconds(b, p.metricsAddr)
+	before := rpcStats(b, p.metricsAddr)
 
 	b.StartTimer()
 	start := time.Now()
@@ -107,32 +121,35 @@ func scaleUp100(b *testing.B, ctx context.Context, caBin, providerBin string) sc
 		return scheduled == scaleUpNodes
 	})
 	r.total = time.Since(start)
+	r.rpcs = rpcDelta(before, rpcStats(b, p.metricsAddr))
 	b.StopTimer()
 	// Both programs' memory with 100 Nodes, 100 Machines and 100 pods cached: what the
 	// charts' limits for them must hold (deploy/README.md#memory).
 	stats.ReportRSS(b, "cluster-autoscaler", caPid)
 	stats.ReportRSS(b, "autoscaler-provider", p.cmd.Process.Pid)
 
-	rpcAfter, callsAfter := grpcSeconds(b, p.metricsAddr)
-	r.rpcSeconds, r.rpcCalls = rpcAfter-rpcBefore, callsAfter-callsBefore
 	events, err := env.Management.AuditEvents(start, func(e harness.AuditEvent) bool {
 		return strings.HasPrefix(e.UserAgent, "tenantcloud-autoscaler-provider") && e.Key() == "update machinedeployments/scale" &&
 			e.ResponseStatus != nil && e.ResponseStatus.Code < 300
 	})
 	if err != nil {
-		b.Fatal(err)
+		b.Fatalf("reading the management audit log: %v", err)
 	}
 	r.scaleWrites = len(events)
-	b.Logf("0 → %d: replicas after %s, all Nodes Ready and pods scheduled after %s; provider %d calls, %.0f ms answering them (%s); %d /scale writes",
-		scaleUpNodes, r.replicas.Round(time.Millisecond), r.total.Round(time.Millisecond), r.rpcCalls, r.rpcSeconds*1000,
-		harness.FormatCounts(grpcCalls(b, p.metricsAddr)), r.scaleWrites)
+	if r.scaleWrites == 0 {
+		b.Fatalf("no /scale write by autoscaler-provider in the audit log, yet the group reached %d", scaleUpNodes)
+	}
+	t := rpcTotal(r.rpcs)
+	b.Logf("0 → %d: replicas after %s, all Nodes Ready and pods scheduled after %s; provider %d calls in %d loops, %.0f ms in its handlers (%s); %d /scale writes; calls by outcome: %s",
+		scaleUpNodes, r.replicas.Round(time.Millisecond), r.total.Round(time.Millisecond), t.calls, r.rpcs["Refresh"].calls,
+		t.seconds*1000, formatRPCs(r.rpcs), r.scaleWrites, harness.FormatCounts(grpcCalls(b, p.metricsAddr)))
 
 	// Empty the group untimed, with room for 100 Nodes to go on a busy machine.
 	for _, pod := range pods {
 		_ = w.tenant.Delete(ctx, pod, client.GracePeriodSeconds(0))
 	}
 	if err := w.mgmt.Delete(ctx, md); client.IgnoreNotFound(err) != nil {
-		b.Fatal(err)
+		b.Fatalf("deleting the MachineDeployment: %v", err)
 	}
 	w.long(p, caLog, "the group's Machines to go", 10*time.Minute, func() bool {
 		var machines clusterv1.MachineList
@@ -142,41 +159,93 @@ func scaleUp100(b *testing.B, ctx context.Context, caBin, providerBin string) sc
 	return r
 }
 
-// grpcSeconds reads the provider's gRPC duration histogram: the total seconds spent in calls,
-// and how many calls, over every method.
-func grpcSeconds(tb testing.TB, metricsAddr string) (float64, int) {
+// rpcStat is what the provider's gRPC metrics say of one method: calls and the seconds its
+// handlers took (server side: from the interceptor around the handler, so neither the
+// transport nor cluster-autoscaler's own marshalling is in it).
+type rpcStat struct {
+	calls   int
+	seconds float64
+}
+
+// rpcStats reads the provider's gRPC duration histogram per method.
+func rpcStats(tb testing.TB, metricsAddr string) map[string]rpcStat {
 	tb.Helper()
 	resp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("reading the provider's metrics: %v", err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	var seconds float64
-	var calls int
+	const prefix = "tenantcloud_autoscaler_grpc_request_duration_seconds_"
+	stats := map[string]rpcStat{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
 		name, value, ok := strings.Cut(line, " ")
-		if !ok {
+		if !ok || !strings.HasPrefix(name, prefix) {
 			continue
 		}
-		switch {
-		case strings.HasPrefix(name, "tenantcloud_autoscaler_grpc_request_duration_seconds_sum{"):
+		kind, labels, ok := strings.Cut(strings.TrimPrefix(name, prefix), "{")
+		method := strings.TrimSuffix(strings.TrimPrefix(labels, `method="`), `"}`)
+		if !ok || method == labels {
+			continue
+		}
+		st := stats[method]
+		switch kind {
+		case "sum":
 			v, err := strconv.ParseFloat(value, 64)
 			if err != nil {
 				tb.Fatalf("metric %q: %v", line, err)
 			}
-			seconds += v
-		case strings.HasPrefix(name, "tenantcloud_autoscaler_grpc_request_duration_seconds_count{"):
+			st.seconds = v
+		case "count":
 			v, err := strconv.Atoi(value)
 			if err != nil {
 				tb.Fatalf("metric %q: %v", line, err)
 			}
-			calls += v
+			st.calls = v
 		}
+		stats[method] = st
 	}
 	if err := sc.Err(); err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("reading the provider's metrics: %v", err)
 	}
-	return seconds, calls
+	return stats
+}
+
+// rpcDelta is the calls and time of every method between two readings.
+func rpcDelta(before, after map[string]rpcStat) map[string]rpcStat {
+	d := map[string]rpcStat{}
+	for m, a := range after {
+		b := before[m]
+		if a.calls != b.calls {
+			d[m] = rpcStat{calls: a.calls - b.calls, seconds: a.seconds - b.seconds}
+		}
+	}
+	return d
+}
+
+// rpcTotal sums calls and seconds over every method.
+func rpcTotal(stats map[string]rpcStat) rpcStat {
+	var t rpcStat
+	for _, s := range stats {
+		t.calls += s.calls
+		t.seconds += s.seconds
+	}
+	return t
+}
+
+// formatRPCs renders per-method calls and milliseconds, busiest first.
+func formatRPCs(stats map[string]rpcStat) string {
+	methods := make([]string, 0, len(stats))
+	for m := range stats {
+		methods = append(methods, m)
+	}
+	sort.Slice(methods, func(i, j int) bool {
+		return stats[methods[i]].seconds > stats[methods[j]].seconds
+	})
+	parts := make([]string, len(methods))
+	for i, m := range methods {
+		parts[i] = fmt.Sprintf("%s %d in %.0f ms", m, stats[m].calls, stats[m].seconds*1000)
+	}
+	return strings.Join(parts, ", ")
 }
