@@ -36,8 +36,12 @@ type Server struct {
 // them (metrics) sees every call, refused ones included.
 func NewServer(p *Provider, tlsConfig *tls.Config, extra ...grpc.ServerOption) *Server {
 	s := &Server{Health: health.NewServer()}
+	codec := wireCodec{}
+	if p.table != nil {
+		codec.encoded = p.table.encoded
+	}
 	opts := append(extra,
-		grpc.ForceServerCodec(Codec()),
+		grpc.ForceServerCodec(codec),
 		grpc.ChainUnaryInterceptor(recoverPanics, observe, s.gate),
 		// CA sends one request at a time per call site; this bounds a misbehaving client.
 		grpc.MaxRecvMsgSize(16<<20),
@@ -106,7 +110,11 @@ func observe(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler g
 	recordRPC(info.FullMethod, code, took)
 	switch code {
 	case codes.OK:
-		klog.V(5).InfoS("gRPC call", "method", info.FullMethod, "took", took)
+		// Checked first: the arguments of a disabled V(5) line are still boxed, and this is
+		// every call's path.
+		if v := klog.V(5); v.Enabled() {
+			v.InfoS("gRPC call", "method", info.FullMethod, "took", took)
+		}
 	case codes.Internal, codes.Unavailable, codes.Unknown, codes.PermissionDenied, codes.DeadlineExceeded:
 		klog.ErrorS(err, "gRPC call failed", "method", info.FullMethod, "code", code, "took", took)
 	case codes.Unimplemented:

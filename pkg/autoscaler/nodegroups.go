@@ -60,23 +60,6 @@ func (v *view) ours(obj client.Object, specClusterName string) bool {
 	return v.scope.InCluster(obj) && specClusterName == v.scope.ClusterName
 }
 
-// groups lists the valid node groups, sorted by id.
-func (v *view) groups(ctx context.Context) ([]nodeGroup, error) {
-	var mds clusterv1.MachineDeploymentList
-	if err := v.infra.List(ctx, &mds, client.InNamespace(v.scope.Namespace),
-		client.MatchingLabelsSelector{Selector: v.groupSelector}, noCopy); err != nil {
-		return nil, fmt.Errorf("listing MachineDeployments in %s: %w", v.scope.Namespace, err)
-	}
-	out := make([]nodeGroup, 0, len(mds.Items))
-	for i := range mds.Items {
-		if g, ok := v.asGroup(&mds.Items[i]); ok {
-			out = append(out, g)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
-}
-
 // asGroup checks md and returns it as a node group. The reason a labelled MachineDeployment
 // is skipped is logged verbosely only: NodeGroups runs every loop, and the Event on the object
 // (see events.go) is where the operator learns about it.
@@ -105,16 +88,24 @@ func (v *view) group(ctx context.Context, id string) (nodeGroup, error) {
 	md := &clusterv1.MachineDeployment{}
 	if err := v.infra.Get(ctx, client.ObjectKey{Namespace: v.scope.Namespace, Name: name}, md, noCopy); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nodeGroup{}, fmt.Errorf("%w: %q", errGroupNotFound, id)
+			return nodeGroup{}, groupMissing(id)
 		}
 		return nodeGroup{}, fmt.Errorf("reading MachineDeployment %s/%s: %w", v.scope.Namespace, name, err)
 	}
 	g, ok := v.asGroup(md)
 	if !ok {
-		return nodeGroup{}, fmt.Errorf("%w: %q is not an autoscaled MachineDeployment of cluster %s",
-			errGroupNotFound, id, v.scope.ClusterName)
+		return nodeGroup{}, v.notAGroup(id)
 	}
 	return g, nil
+}
+
+// groupMissing and notAGroup are the two answers for a node-group id that names no group,
+// from the cache (group) and from the table alike.
+func groupMissing(id string) error { return fmt.Errorf("%w: %q", errGroupNotFound, id) }
+
+func (v *view) notAGroup(id string) error {
+	return fmt.Errorf("%w: %q is not an autoscaled MachineDeployment of cluster %s",
+		errGroupNotFound, id, v.scope.ClusterName)
 }
 
 // machines returns the Machines of md from the cache: owned by a MachineSet that md controls,
@@ -205,10 +196,7 @@ func (v *view) machineByInstance(ctx context.Context, id string) (*clusterv1.Mac
 			}
 			return nil, fmt.Errorf("reading Machine %s: %w", name, err)
 		}
-		if !v.ours(m, m.Spec.ClusterName) {
-			return nil, nil
-		}
-		return m, nil
+		return v.pendingMachine(m), nil
 	}
 	var list clusterv1.MachineList
 	if err := v.infra.List(ctx, &list, client.InNamespace(v.scope.Namespace),
@@ -217,64 +205,110 @@ func (v *view) machineByInstance(ctx context.Context, id string) (*clusterv1.Mac
 	}
 	var found *clusterv1.Machine
 	for i := range list.Items {
-		m := &list.Items[i]
-		if !v.ours(m, m.Spec.ClusterName) {
-			continue
-		}
-		// Two Machines with one providerID only happen by mistake; the one not being deleted
-		// is the one the Node belongs to now.
-		if found == nil || (!found.DeletionTimestamp.IsZero() && m.DeletionTimestamp.IsZero()) {
-			found = m
-		}
+		found = v.preferMachine(found, &list.Items[i])
 	}
 	return found, nil
+}
+
+// preferMachine is the rule that picks, among the Machines with one providerID, the one a Node
+// belongs to: m replaces found if m is this cluster's and found is nil or being deleted while m
+// is not. Two Machines with one providerID only happen by mistake; the one not being deleted is
+// the one the Node belongs to now.
+func (v *view) preferMachine(found, m *clusterv1.Machine) *clusterv1.Machine {
+	if !v.ours(m, m.Spec.ClusterName) {
+		return found
+	}
+	if found == nil || (!found.DeletionTimestamp.IsZero() && m.DeletionTimestamp.IsZero()) {
+		return m
+	}
+	return found
+}
+
+// pendingMachine is the check on the Machine a pending instance id names (nil if none).
+func (v *view) pendingMachine(m *clusterv1.Machine) *clusterv1.Machine {
+	if m == nil || !v.ours(m, m.Spec.ClusterName) {
+		return nil
+	}
+	return m
 }
 
 // groupOfMachine returns the node group Machine m belongs to, following its controller chain
 // Machine → MachineSet → MachineDeployment with ownership and UID checks at every step.
 func (v *view) groupOfMachine(ctx context.Context, m *clusterv1.Machine) (nodeGroup, bool, error) {
-	msRef := clusterController(m, "MachineSet")
-	if msRef == nil {
-		return nodeGroup{}, false, nil
-	}
-	ms := &clusterv1.MachineSet{}
-	if err := v.infra.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: msRef.Name}, ms, noCopy); err != nil {
-		return nodeGroup{}, false, client.IgnoreNotFound(err)
-	}
-	if ms.UID != msRef.UID || !v.ours(ms, ms.Spec.ClusterName) {
-		return nodeGroup{}, false, nil
-	}
-	mdRef := clusterController(ms, "MachineDeployment")
-	if mdRef == nil {
-		return nodeGroup{}, false, nil
-	}
-	md := &clusterv1.MachineDeployment{}
-	if err := v.infra.Get(ctx, client.ObjectKey{Namespace: ms.Namespace, Name: mdRef.Name}, md, noCopy); err != nil {
-		return nodeGroup{}, false, client.IgnoreNotFound(err)
-	}
-	if md.UID != mdRef.UID {
-		return nodeGroup{}, false, nil
+	md, err := v.deploymentOf(m, func(name string) (*clusterv1.MachineSet, error) {
+		ms := &clusterv1.MachineSet{}
+		if err := v.infra.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: name}, ms, noCopy); err != nil {
+			return nil, client.IgnoreNotFound(err)
+		}
+		return ms, nil
+	}, func(name string) (*clusterv1.MachineDeployment, error) {
+		md := &clusterv1.MachineDeployment{}
+		if err := v.infra.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: name}, md, noCopy); err != nil {
+			return nil, client.IgnoreNotFound(err)
+		}
+		return md, nil
+	})
+	if md == nil || err != nil {
+		return nodeGroup{}, false, err
 	}
 	g, ok := v.asGroup(md)
 	return g, ok, nil
 }
 
+// deploymentOf follows Machine m's controller chain Machine → MachineSet → MachineDeployment
+// through the given lookups (which answer nil for a missing object), checking ownership and
+// UIDs at every step; nil if the chain breaks anywhere.
+func (v *view) deploymentOf(m *clusterv1.Machine, set func(name string) (*clusterv1.MachineSet, error),
+	deployment func(name string) (*clusterv1.MachineDeployment, error)) (*clusterv1.MachineDeployment, error) {
+	msRef := clusterController(m, "MachineSet")
+	if msRef == nil {
+		return nil, nil
+	}
+	ms, err := set(msRef.Name)
+	if ms == nil || err != nil {
+		return nil, err
+	}
+	if ms.UID != msRef.UID || !v.ours(ms, ms.Spec.ClusterName) {
+		return nil, nil
+	}
+	mdRef := clusterController(ms, "MachineDeployment")
+	if mdRef == nil {
+		return nil, nil
+	}
+	md, err := deployment(mdRef.Name)
+	if md == nil || err != nil {
+		return nil, err
+	}
+	if md.UID != mdRef.UID {
+		return nil, nil
+	}
+	return md, nil
+}
+
 // registered reports whether a tenant Node exists for m: Cluster API's nodeRef, or a Node in
 // the tenant cache with m's providerID (which sees a registration before Cluster API does).
 func (v *view) registered(ctx context.Context, m *clusterv1.Machine) bool {
+	return registeredWith(m, v.nodes != nil, func(providerID string) bool {
+		var nodes corev1.NodeList
+		if err := v.nodes.List(ctx, &nodes, client.MatchingFields{indexProviderID: providerID}, noCopy); err != nil {
+			klog.V(2).InfoS("Cannot look up tenant Node; counting the Machine as not registered",
+				"machine", klog.KObj(m), "err", err)
+			return false
+		}
+		return len(nodes.Items) > 0
+	})
+}
+
+// registeredWith is the registration rule: Cluster API's nodeRef, or (when the provider has
+// a tenant Node cache) a Node with m's providerID, as nodeExists tells.
+func registeredWith(m *clusterv1.Machine, haveNodes bool, nodeExists func(providerID string) bool) bool {
 	if m.Status.NodeRef.IsDefined() {
 		return true
 	}
-	if v.nodes == nil || m.Spec.ProviderID == "" {
+	if !haveNodes || m.Spec.ProviderID == "" {
 		return false
 	}
-	var nodes corev1.NodeList
-	if err := v.nodes.List(ctx, &nodes, client.MatchingFields{indexProviderID: m.Spec.ProviderID}, noCopy); err != nil {
-		klog.V(2).InfoS("Cannot look up tenant Node; counting the Machine as not registered",
-			"machine", klog.KObj(m), "err", err)
-		return false
-	}
-	return len(nodes.Items) > 0
+	return nodeExists(m.Spec.ProviderID)
 }
 
 // paused reports a MachineDeployment that must not be scaled: paused in its spec or by the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -46,6 +47,9 @@ type Provider struct {
 
 	scope infra.Scope
 	view  *view
+	// table answers the per-loop lookups (see table.go); nil in unit tests that build a
+	// Provider over a plain reader and make only scaling calls.
+	table *table
 	// infra holds the scoped cache the view reads, writes (/scale, deletion marks, Events) and
 	// reads past the cache for the scale-down decision (see NodeGroupDeleteNodes), all within
 	// the tenant's scope.
@@ -103,6 +107,10 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if err := p.events.register(ctx, p.infra); err != nil {
 		return nil, err
 	}
+	p.table = newTable(p.view)
+	if err := p.table.register(ctx, p.infra, cfg.Nodes); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -123,6 +131,13 @@ func (p *Provider) Start(ctx context.Context) error {
 	start := time.Now()
 	if !p.infra.WaitForCacheSync(ctx) || (p.nodesC != nil && !p.nodesC.WaitForCacheSync(ctx)) {
 		return fmt.Errorf("caches did not sync: %w", context.Cause(ctx))
+	}
+	// The handlers get the first lists just after the caches hold them: a short poll, where
+	// client-go's WaitForCacheSync would add its 100 ms period to every start.
+	if err := wait.PollUntilContextCancel(ctx, 5*time.Millisecond, true, func(context.Context) (bool, error) {
+		return p.table.hasSynced(), nil
+	}); err != nil {
+		return fmt.Errorf("node-group table did not sync: %w", err)
 	}
 	klog.InfoS("Autoscaler provider caches synced", "namespace", p.scope.Namespace,
 		"cluster", p.scope.ClusterName, "took", time.Since(start).Round(time.Millisecond))

@@ -5,25 +5,17 @@ import (
 	"fmt"
 
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
-	"k8s.io/klog/v2"
 )
 
 // NodeGroups lists this cluster's autoscaled MachineDeployments, leaving paused ones out as
 // cluster-autoscaler's clusterapi provider does: listed, a paused group had every scale-down
 // refused and retried each loop (≈90 refused calls and as many taint writes per group in
 // 2.5 min).
-func (p *Provider) NodeGroups(ctx context.Context, _ *protos.NodeGroupsRequest) (*protos.NodeGroupsResponse, error) {
-	groups, err := p.view.groups(ctx)
-	if err != nil {
-		return nil, grpcError("NodeGroups", err)
-	}
-	resp := &protos.NodeGroupsResponse{NodeGroups: make([]*protos.NodeGroup, 0, len(groups))}
-	for _, g := range groups {
-		if !paused(g.MD) {
-			resp.NodeGroups = append(resp.NodeGroups, g.proto())
-		}
-	}
-	return resp, nil
+//
+// The answer is the table's, shared by every call until a MachineDeployment changes: callers
+// must not change it (the gRPC server only encodes it).
+func (p *Provider) NodeGroups(context.Context, *protos.NodeGroupsRequest) (*protos.NodeGroupsResponse, error) {
+	return p.table.nodeGroups(), nil
 }
 
 // NodeGroupForNode maps a tenant Node to its group by providerID → Machine → MachineSet →
@@ -31,30 +23,12 @@ func (p *Provider) NodeGroups(ctx context.Context, _ *protos.NodeGroupsRequest) 
 // including every foreign or made-up providerID, answers with an empty id ("not autoscaled"),
 // which cluster-autoscaler does not cache, so a Node that joins a group later is picked up.
 // A paused group's Nodes are not autoscaled either (see NodeGroups).
-func (p *Provider) NodeGroupForNode(ctx context.Context, req *protos.NodeGroupForNodeRequest) (*protos.NodeGroupForNodeResponse, error) {
-	g, ok, err := p.groupForNode(ctx, req.GetNode())
-	if err != nil {
-		return nil, grpcError("NodeGroupForNode", err)
+// Its NodeGroup is the table's, shared like NodeGroups' answer.
+func (p *Provider) NodeGroupForNode(_ context.Context, req *protos.NodeGroupForNodeRequest) (*protos.NodeGroupForNodeResponse, error) {
+	if e := p.table.groupForNode(instanceIDOf(req.GetNode())); e != nil {
+		return &protos.NodeGroupForNodeResponse{NodeGroup: e.msg}, nil
 	}
-	if !ok || paused(g.MD) {
-		return &protos.NodeGroupForNodeResponse{NodeGroup: &protos.NodeGroup{}}, nil
-	}
-	return &protos.NodeGroupForNodeResponse{NodeGroup: g.proto()}, nil
-}
-
-func (p *Provider) groupForNode(ctx context.Context, node *protos.ExternalGrpcNode) (nodeGroup, bool, error) {
-	m, err := p.view.machineByInstance(ctx, instanceIDOf(node))
-	if err != nil || m == nil {
-		return nodeGroup{}, false, err
-	}
-	g, ok, err := p.view.groupOfMachine(ctx, m)
-	if err != nil {
-		return nodeGroup{}, false, fmt.Errorf("resolving node group of Machine %s: %w", m.Name, err)
-	}
-	if !ok {
-		klog.V(5).InfoS("Machine is in no node group", "machine", klog.KObj(m))
-	}
-	return g, ok, nil
+	return &protos.NodeGroupForNodeResponse{NodeGroup: &protos.NodeGroup{}}, nil
 }
 
 // instanceIDOf is the id a request node is known by: its providerID, or for a node without

@@ -7,19 +7,11 @@ import (
 )
 
 // NodeGroupNodes lists the group's Machines as instances; see InstanceID and InstanceFor for
-// the ids and states.
-func (p *Provider) NodeGroupNodes(ctx context.Context, req *protos.NodeGroupNodesRequest) (*protos.NodeGroupNodesResponse, error) {
-	g, err := p.view.group(ctx, req.GetId())
+// the ids and states. It answers from the table (see table.go).
+func (p *Provider) NodeGroupNodes(_ context.Context, req *protos.NodeGroupNodesRequest) (*protos.NodeGroupNodesResponse, error) {
+	e, err := p.table.group(req.GetId())
 	if err != nil {
 		return nil, grpcError("NodeGroupNodes", err)
 	}
-	machines, err := p.view.machines(ctx, g.MD)
-	if err != nil {
-		return nil, grpcError("NodeGroupNodes", err)
-	}
-	resp := &protos.NodeGroupNodesResponse{Instances: make([]*protos.Instance, 0, len(machines))}
-	for _, m := range machines {
-		resp.Instances = append(resp.Instances, InstanceFor(m, p.view.registered(ctx, m)))
-	}
-	return resp, nil
+	return &protos.NodeGroupNodesResponse{Instances: p.table.instances(e)}, nil
 }

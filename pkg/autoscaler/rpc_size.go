@@ -8,15 +8,16 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 )
 
-// NodeGroupTargetSize answers from the cache: cluster-autoscaler asks for every group on every
-// loop and does not cache the answer, so this must be cheap. Scaling calls wait until the cache
-// shows their own writes, so a loop never reads back a size older than its last change.
-func (p *Provider) NodeGroupTargetSize(ctx context.Context, req *protos.NodeGroupTargetSizeRequest) (*protos.NodeGroupTargetSizeResponse, error) {
-	g, err := p.view.group(ctx, req.GetId())
+// NodeGroupTargetSize answers from the table (see table.go): cluster-autoscaler asks for every
+// group on every loop and does not cache the answer, so this must be cheap. Scaling calls wait
+// until the cache and the table show their own writes, so a loop never reads back a size older
+// than its last change.
+func (p *Provider) NodeGroupTargetSize(_ context.Context, req *protos.NodeGroupTargetSizeRequest) (*protos.NodeGroupTargetSizeResponse, error) {
+	e, err := p.table.group(req.GetId())
 	if err != nil {
 		return nil, grpcError("NodeGroupTargetSize", err)
 	}
-	return &protos.NodeGroupTargetSizeResponse{TargetSize: targetSize(g.MD)}, nil
+	return &protos.NodeGroupTargetSizeResponse{TargetSize: targetSize(e.md)}, nil
 }
 
 // NodeGroupIncreaseSize raises replicas by delta, up to the group's max.

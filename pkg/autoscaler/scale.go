@@ -56,15 +56,16 @@ func (p *Provider) updateScale(ctx context.Context, md *clusterv1.MachineDeploym
 	return from, to, nil
 }
 
-// waitReplicas waits, bounded by cacheWait, until the cache shows replicas: the proto asks
-// scaling calls to return once the size is updated, and TargetSize answers from the cache.
+// waitReplicas waits, bounded by cacheWait, until the cache and the table show replicas: the
+// proto asks scaling calls to return once the size is updated, and TargetSize answers from the
+// table, which the informer's handler fills just after the cache.
 func (p *Provider) waitReplicas(ctx context.Context, md *clusterv1.MachineDeployment, replicas int32) {
 	err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, p.cacheWait, true, func(ctx context.Context) (bool, error) {
 		cur := &clusterv1.MachineDeployment{}
 		if err := p.view.infra.Get(ctx, client.ObjectKeyFromObject(md), cur, noCopy); err != nil {
 			return false, nil
 		}
-		return targetSize(cur) == replicas, nil
+		return targetSize(cur) == replicas && (p.table == nil || p.table.showsReplicas(md.Name, replicas)), nil
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		klog.V(2).InfoS("Cache did not show the new size in time", "machineDeployment", klog.KObj(md),

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -31,15 +32,35 @@ import (
 // protobuf-go. Servers install it with grpc.ForceServerCodec, Go clients with grpc.ForceCodec.
 func Codec() encoding.Codec { return wireCodec{} }
 
-type wireCodec struct{}
+type wireCodec struct {
+	// encoded, when set (the server's codec), returns the bytes of a message that were encoded
+	// before, if it knows v: the table's shared NodeGroups answer is encoded once per change
+	// instead of once per call.
+	encoded func(v any) ([]byte, bool)
+}
 
 // Name keeps the standard content-subtype, so clients that use the stock proto codec (such as
 // cluster-autoscaler) interoperate.
 func (wireCodec) Name() string { return "proto" }
 
-func (wireCodec) Marshal(v any) ([]byte, error) {
+func (c wireCodec) Marshal(v any) ([]byte, error) {
+	if c.encoded != nil {
+		if b, ok := c.encoded(v); ok {
+			return b, nil
+		}
+	}
 	if rv, ok := externalGRPCMessage(v); ok {
-		return marshalStruct(nil, rv)
+		p, err := planFor(rv.Type())
+		if err != nil {
+			return nil, err
+		}
+		// Sized like the last message of this type, so that a typical answer is encoded into
+		// one allocation instead of a run of doublings.
+		b, err := marshalStruct(make([]byte, 0, p.lastSize.Load()), rv)
+		if err == nil {
+			p.lastSize.Store(int64(len(b)))
+		}
+		return b, err
 	}
 	m, ok := v.(proto.Message)
 	if !ok {
@@ -112,22 +133,30 @@ type fieldInfo struct {
 	name     string
 }
 
-var plans sync.Map // reflect.Type → []fieldInfo or error
+// plan is how one externalgrpc struct type is encoded.
+type plan struct {
+	fields []fieldInfo
+	// lastSize is the length of the last top-level encoding of this type: the next one's
+	// initial capacity.
+	lastSize atomic.Int64
+}
 
-func planFor(t reflect.Type) ([]fieldInfo, error) {
+var plans sync.Map // reflect.Type → *plan or error
+
+func planFor(t reflect.Type) (*plan, error) {
 	if p, ok := plans.Load(t); ok {
 		if err, isErr := p.(error); isErr {
 			return nil, err
 		}
-		return p.([]fieldInfo), nil
+		return p.(*plan), nil
 	}
 	fields, err := buildPlan(t)
 	if err != nil {
 		plans.Store(t, err)
 		return nil, err
 	}
-	plans.Store(t, fields)
-	return fields, nil
+	p, _ := plans.LoadOrStore(t, &plan{fields: fields})
+	return p.(*plan), nil
 }
 
 func buildPlan(t reflect.Type) ([]fieldInfo, error) {
@@ -205,14 +234,15 @@ func pointerKind(t reflect.Type) (fieldKind, error) {
 
 // marshalStruct appends the encoding of the externalgrpc struct v to b.
 func marshalStruct(b []byte, v reflect.Value) ([]byte, error) {
-	fields, err := planFor(v.Type())
+	p, err := planFor(v.Type())
 	if err != nil {
 		return nil, err
 	}
 	if b == nil {
 		b = []byte{} // an empty message is zero bytes, not nil: gRPC sends both the same way
 	}
-	for _, f := range fields {
+	for i := range p.fields {
+		f := &p.fields[i]
 		fv := v.Field(f.index)
 		switch {
 		case f.kind == kindStringMap:
@@ -241,12 +271,9 @@ func marshalStruct(b []byte, v reflect.Value) ([]byte, error) {
 				if el.IsNil() {
 					return nil, fmt.Errorf("%s[%d]: nil element", f.name, i)
 				}
-				data, err := marshalPointer(el, f.kind)
-				if err != nil {
+				if b, err = appendMessage(b, f.num, el, f.kind); err != nil {
 					return nil, fmt.Errorf("%s[%d]: %w", f.name, i, err)
 				}
-				b = protowire.AppendTag(b, f.num, protowire.BytesType)
-				b = protowire.AppendBytes(b, data)
 			}
 		default:
 			if b, err = appendSingular(b, f, fv); err != nil {
@@ -257,8 +284,36 @@ func marshalStruct(b []byte, v reflect.Value) ([]byte, error) {
 	return b, nil
 }
 
+// appendMessage appends message field num holding p. An externalgrpc message is encoded in
+// place behind a one-byte length that is widened afterwards if it was longer than 127 bytes,
+// instead of into a buffer of its own that is then copied: the answers are mostly small nested
+// messages, and each buffer was an allocation per message per call.
+func appendMessage(b []byte, num protowire.Number, p reflect.Value, kind fieldKind) ([]byte, error) {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	if kind != kindMessage {
+		data, err := marshalPointer(p, kind)
+		if err != nil {
+			return nil, err
+		}
+		return protowire.AppendBytes(b, data), nil
+	}
+	at := len(b)
+	b = append(b, 0)
+	b, err := marshalStruct(b, p.Elem())
+	if err != nil {
+		return nil, err
+	}
+	n := len(b) - at - 1
+	if size := protowire.SizeVarint(uint64(n)); size > 1 {
+		b = append(b, make([]byte, size-1)...)
+		copy(b[at+size:], b[at+1:at+1+n])
+	}
+	protowire.AppendVarint(b[at:at], uint64(n))
+	return b, nil
+}
+
 // appendSingular encodes one non-repeated field, leaving proto3 zero values out.
-func appendSingular(b []byte, f fieldInfo, fv reflect.Value) ([]byte, error) {
+func appendSingular(b []byte, f *fieldInfo, fv reflect.Value) ([]byte, error) {
 	switch f.kind {
 	case kindString:
 		if s := fv.String(); s != "" {
@@ -284,12 +339,10 @@ func appendSingular(b []byte, f fieldInfo, fv reflect.Value) ([]byte, error) {
 		if fv.IsNil() {
 			return b, nil
 		}
-		data, err := marshalPointer(fv, f.kind)
-		if err != nil {
+		var err error
+		if b, err = appendMessage(b, f.num, fv, f.kind); err != nil {
 			return nil, fmt.Errorf("%s: %w", f.name, err)
 		}
-		b = protowire.AppendTag(b, f.num, protowire.BytesType)
-		b = protowire.AppendBytes(b, data)
 	}
 	return b, nil
 }
@@ -324,13 +377,9 @@ func sortedKeys(m reflect.Value) []string {
 // unmarshalStruct decodes data into the externalgrpc struct v. Unknown fields are skipped, as
 // protobuf requires, so a newer client's additions do not break this server.
 func unmarshalStruct(data []byte, v reflect.Value) error {
-	fields, err := planFor(v.Type())
+	p, err := planFor(v.Type())
 	if err != nil {
 		return err
-	}
-	byNum := make(map[protowire.Number]fieldInfo, len(fields))
-	for _, f := range fields {
-		byNum[f.num] = f
 	}
 	for len(data) > 0 {
 		num, typ, n := protowire.ConsumeTag(data)
@@ -338,8 +387,8 @@ func unmarshalStruct(data []byte, v reflect.Value) error {
 			return fmt.Errorf("wire codec: %s: %w", v.Type().Name(), protowire.ParseError(n))
 		}
 		data = data[n:]
-		f, known := byNum[num]
-		if !known {
+		f := p.field(num)
+		if f == nil {
 			m := protowire.ConsumeFieldValue(num, typ, data)
 			if m < 0 {
 				return fmt.Errorf("wire codec: %s field %d: %w", v.Type().Name(), num, protowire.ParseError(m))
@@ -356,10 +405,21 @@ func unmarshalStruct(data []byte, v reflect.Value) error {
 	return nil
 }
 
+// field returns the field numbered num, nil for an unknown one. The messages have a handful of
+// fields, so a scan beats building a map per decoded message.
+func (p *plan) field(num protowire.Number) *fieldInfo {
+	for i := range p.fields {
+		if p.fields[i].num == num {
+			return &p.fields[i]
+		}
+	}
+	return nil
+}
+
 var errWireType = errors.New("unexpected wire type")
 
 // decodeField consumes one occurrence of field f from data and returns how many bytes it used.
-func decodeField(f fieldInfo, typ protowire.Type, data []byte, fv reflect.Value) (int, error) {
+func decodeField(f *fieldInfo, typ protowire.Type, data []byte, fv reflect.Value) (int, error) {
 	switch f.kind {
 	case kindInt32, kindBool:
 		if typ != protowire.VarintType {
@@ -434,7 +494,7 @@ func decodePointer(t reflect.Type, kind fieldKind, payload []byte) (reflect.Valu
 	return p, err
 }
 
-func decodeMapEntry(f fieldInfo, entry []byte, m reflect.Value) error {
+func decodeMapEntry(f *fieldInfo, entry []byte, m reflect.Value) error {
 	if m.IsNil() {
 		m.Set(reflect.MakeMap(m.Type()))
 	}

@@ -2,6 +2,7 @@ package autoscaler
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,12 +55,22 @@ func TestWireCodecGolden(t *testing.T) {
 	opts = msg(opts, 3, dur)
 	opts = varint(opts, 6, 1)
 
+	// Nested messages are encoded in place behind a length that is widened afterwards: one
+	// whose length needs two varint bytes (≥ 128) and one that needs three (≥ 16384), beside
+	// a short one, so each widening moves what follows.
+	long := func(n int) []byte { return str(str(nil, 1, "ns/md"), 4, strings.Repeat("d", n)) }
+	longGroups := msg(msg(msg(nil, 1, long(200)), 1, group), 1, long(20000))
+
 	tests := []struct {
 		name string
 		msg  any
 		want []byte
 	}{
 		{"empty", &protos.RefreshRequest{}, []byte{}},
+		{"long nested messages", &protos.NodeGroupsResponse{NodeGroups: []*protos.NodeGroup{
+			{Id: "ns/md", Debug: strings.Repeat("d", 200)},
+			{Id: "ns/md", MinSize: 1, MaxSize: 5, Debug: "dbg"},
+			{Id: "ns/md", Debug: strings.Repeat("d", 20000)}}}, longGroups},
 		{"NodeGroupsResponse", &protos.NodeGroupsResponse{NodeGroups: []*protos.NodeGroup{{Id: "ns/md", MinSize: 1, MaxSize: 5, Debug: "dbg"}}},
 			msg(nil, 1, group)},
 		{"NodeGroupForNodeRequest", &protos.NodeGroupForNodeRequest{Node: &protos.ExternalGrpcNode{

@@ -65,17 +65,26 @@ func (c *Client) Start(ctx context.Context) error {
 // runs with the cache, see Start): the handler sees only what the cache holds, the tenant
 // namespace's objects labelled with this cluster's name.
 func (c *Client) Watch(ctx context.Context, obj client.Object, handler toolscache.ResourceEventHandler) error {
+	_, err := c.WatchSynced(ctx, obj, handler)
+	return err
+}
+
+// WatchSynced is Watch that also returns whether handler has been given every object of the
+// informer's first list: WaitForCacheSync tells that the cache has them, not that a handler
+// has seen them, and a caller that answers from what its handler collected needs the latter.
+func (c *Client) WatchSynced(ctx context.Context, obj client.Object, handler toolscache.ResourceEventHandler) (synced func() bool, err error) {
 	if c.cache == nil {
-		return fmt.Errorf("watching %T: the infra client has no cache", obj)
+		return nil, fmt.Errorf("watching %T: the infra client has no cache", obj)
 	}
 	inf, err := c.cache.GetInformer(ctx, obj)
 	if err != nil {
-		return fmt.Errorf("informer for %T: %w", obj, err)
+		return nil, fmt.Errorf("informer for %T: %w", obj, err)
 	}
-	if _, err := inf.AddEventHandler(handler); err != nil {
-		return fmt.Errorf("watching %T: %w", obj, err)
+	reg, err := inf.AddEventHandler(handler)
+	if err != nil {
+		return nil, fmt.Errorf("watching %T: %w", obj, err)
 	}
-	return nil
+	return reg.HasSynced, nil
 }
 
 // WaitForCacheSync blocks until the informers started so far have synced or ctx ends.
