@@ -6,6 +6,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
@@ -20,6 +21,15 @@ type Options struct {
 	// must establish ownership themselves, e.g. by following a reference from an object that
 	// passed InCluster, and must never list them as if they were the tenant's.
 	NamespaceOnly []client.Object
+	// Trim runs on each object before the cache stores it (after managedFields are dropped, as
+	// for every object): a program that knows which fields it reads drops the rest, so a cache
+	// of a thousand objects holds only those. It must keep what Scope's checks read
+	// (namespace, name, UID, labels, the tenantcloud.io annotations). Objects written back from
+	// the cache must be written as patches computed against the cached copy, never as a
+	// whole-object update, or the dropped fields would be erased. (One function for every type,
+	// rather than per-type cache options: those make the cache look up each type's REST
+	// mapping when it is built, so a program could not start while the apiserver is away.)
+	Trim func(client.Object)
 }
 
 // NewWithOptions is New with per-type cache adjustments. Every other type keeps New's scoping
@@ -50,6 +60,10 @@ func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error
 			Namespaces: map[string]cache.Config{scope.Namespace: {LabelSelector: labels.Everything()}},
 		}
 	}
+	transform := cache.TransformStripManagedFields()
+	if opts.Trim != nil {
+		transform = trimTransform(opts.Trim)
+	}
 	c, err := cache.New(cfg, cache.Options{
 		HTTPClient:           httpClient,
 		Scheme:               scheme,
@@ -59,7 +73,7 @@ func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error
 		// managedFields are most of a stored object's size once several writers touched it
 		// (a VMI's status writers, for one) and nothing here reads them. Writes are unaffected:
 		// an Update or patch without managedFields leaves the server's as they are.
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: transform,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building infra cache for namespace %s: %w", scope.Namespace, err)
@@ -77,4 +91,20 @@ func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error
 		return nil, fmt.Errorf("building live infra reader: %w", err)
 	}
 	return &Client{scope: scope, cache: c, reader: c, client: cl, live: live, namespaceOnly: namespaceOnly}, nil
+}
+
+// trimTransform is a cache transform that drops managedFields, as the default one does, and
+// then applies trim.
+func trimTransform(trim func(client.Object)) toolscache.TransformFunc {
+	strip := cache.TransformStripManagedFields()
+	return func(in any) (any, error) {
+		out, err := strip(in)
+		if err != nil {
+			return out, err
+		}
+		if obj, ok := out.(client.Object); ok {
+			trim(obj)
+		}
+		return out, nil
+	}
 }

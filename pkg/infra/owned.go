@@ -18,13 +18,16 @@ func (c *Client) GetOwned(ctx context.Context, name string, obj client.Object) e
 }
 
 // ListOwned fills list with the objects component created for this tenant whose labels also
-// match extra (may be nil). Items that fail Scope.Owns are dropped.
-func (c *Client) ListOwned(ctx context.Context, list client.ObjectList, component string, extra map[string]string) error {
+// match extra (may be nil). Items that fail Scope.Owns are dropped. opts may add
+// client.UnsafeDisableDeepCopy for a read-only pass over many objects: the items then share
+// their maps, slices and pointers with the cache and must not be changed.
+func (c *Client) ListOwned(ctx context.Context, list client.ObjectList, component string, extra map[string]string, opts ...client.ListOption) error {
 	sel := client.MatchingLabels{LabelClusterName: c.scope.ClusterName, LabelManagedBy: ManagedByValue, LabelComponent: component}
 	for k, v := range extra {
 		sel[k] = v
 	}
-	if err := c.reader.List(ctx, list, client.InNamespace(c.scope.Namespace), sel); err != nil {
+	opts = append([]client.ListOption{client.InNamespace(c.scope.Namespace), sel}, opts...)
+	if err := c.reader.List(ctx, list, opts...); err != nil {
 		return fmt.Errorf("listing %T in %s: %w", list, c.scope.Namespace, err)
 	}
 	return c.keep(list, c.scope.Owns)

@@ -141,3 +141,25 @@ func TestInflate(t *testing.T) {
 		}
 	}
 }
+
+func TestSumUsage(t *testing.T) {
+	vols := []*volume{{id: "tc-a", capacity: gib}, {id: "tc-b", capacity: 2 * gib}}
+	tests := []struct {
+		name     string
+		vols     []*volume
+		reserved map[string]int64
+		want     usage
+	}{
+		{"nothing", nil, nil, usage{}},
+		{"cached only", vols, nil, usage{2, 3 * gib}},
+		{"reserved only", nil, map[string]int64{"tc-c": gib}, usage{1, gib}},
+		{"reserved beside cached", vols, map[string]int64{"tc-c": 4 * gib}, usage{3, 7 * gib}},
+		// The cache has the DataVolume before the create call releases its reservation.
+		{"reserved and cached counts once", vols, map[string]int64{"tc-b": 2 * gib, "tc-c": gib}, usage{3, 4 * gib}},
+	}
+	for _, tt := range tests {
+		if got := sumUsage(tt.vols, tt.reserved); got != tt.want {
+			t.Errorf("%s: sumUsage = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}

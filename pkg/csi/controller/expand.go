@@ -114,9 +114,11 @@ func (s *Server) resizeClaim(ctx context.Context, id string, pvc *corev1.Persist
 // (checked against the quota first), before the claim is resized: a crash in between leaves a
 // larger recorded size that the retry completes, never a grown disk the quota does not count.
 func (s *Server) raiseCapacity(ctx context.Context, v *volume, size, claimRequest int64) error {
+	// The lock is held until the cache has the new capacity: an expansion has no reservation
+	// of its own, and expansions are rare enough not to need one.
 	s.quotaMu.Lock()
 	defer s.quotaMu.Unlock()
-	u, err := s.currentUsage(ctx)
+	u, err := s.currentUsageLocked(ctx)
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,15 @@ func (s *Server) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 	if err := s.checkReachable(ctx, v, vm.Name); err != nil {
 		return nil, err
 	}
-	s.ensureClusterOwner(ctx, v.dv)
+	// Repairing the owner reference (a live GET of the Cluster, and a patch when it is
+	// missing) does not depend on the hot-plug: it runs beside it instead of before it, and is
+	// done before the call answers.
+	owned := make(chan struct{})
+	go func() {
+		defer close(owned)
+		s.ensureClusterOwner(ctx, v.dv)
+	}()
+	defer func() { <-owned }()
 	if singleAttach(v.accessModes) {
 		att, err := s.attachments(ctx)
 		if err != nil {
@@ -141,7 +149,7 @@ func (s *Server) hotplug(ctx context.Context, v *volume, vm *kubevirtv1.VirtualM
 		return nil // a repeated call: nothing to request
 	}
 	for attempt := 1; ; attempt++ {
-		err := s.sub.AddVolume(ctx, vm, opts())
+		err := s.vmRequest(ctx, vm.Name, func() error { return s.sub.AddVolume(ctx, vm, opts()) })
 		switch {
 		case err == nil:
 			logger.V(2).Info("Requested hot-plug", "serial", serial, "bus", v.bus)
@@ -151,7 +159,7 @@ func (s *Server) hotplug(ctx context.Context, v *volume, vm *kubevirtv1.VirtualM
 			if !running || hasVolume(&vmi.Spec, v.id) {
 				return nil
 			}
-			err = s.sub.AddVMIVolume(ctx, vmi, opts())
+			err = s.vmRequest(ctx, vm.Name, func() error { return s.sub.AddVMIVolume(ctx, vmi, opts()) })
 			switch {
 			case err == nil:
 				logger.V(2).Info("Hot-plugged into the running instance, which lacked the VM's volume")
@@ -169,6 +177,16 @@ func (s *Server) hotplug(ctx context.Context, v *volume, vm *kubevirtv1.VirtualM
 			return apiError(err, "volume %q: addvolume on VM %s", v.id, vm.Name)
 		}
 	}
+}
+
+// vmRequest runs one hot-plug request for VM vm once no other runs for it (vmWrites).
+func (s *Server) vmRequest(ctx context.Context, vm string, request func() error) error {
+	unlock, err := s.vmWrites.lock(ctx, vm)
+	if err != nil {
+		return waitError(err, fmt.Sprintf("waiting for the other hot-plug requests of VM %s", vm), "")
+	}
+	defer unlock()
+	return request()
 }
 
 // waitHotplugged waits, on VMI events, until the VMI of vmName reports volume id Ready.
@@ -323,7 +341,7 @@ func (s *Server) unhotplug(ctx context.Context, v *volume, vm *kubevirtv1.Virtua
 	logger := klog.FromContext(ctx)
 	for attempt := 1; ; attempt++ {
 		// VM level first: the VM spec is what a restarted guest gets.
-		err := s.sub.RemoveVolume(ctx, vm, v.id)
+		err := s.vmRequest(ctx, vm.Name, func() error { return s.sub.RemoveVolume(ctx, vm, v.id) })
 		switch {
 		case err == nil:
 			logger.V(2).Info("Requested unplug")
@@ -333,7 +351,7 @@ func (s *Server) unhotplug(ctx context.Context, v *volume, vm *kubevirtv1.Virtua
 			if vmi == nil || !hasVolume(&vmi.Spec, v.id) {
 				return nil
 			}
-			err = s.sub.RemoveVMIVolume(ctx, vmi, v.id)
+			err = s.vmRequest(ctx, vm.Name, func() error { return s.sub.RemoveVMIVolume(ctx, vmi, v.id) })
 			switch {
 			case err == nil, apierrors.IsConflict(err):
 				return nil

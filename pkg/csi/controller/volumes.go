@@ -202,19 +202,17 @@ func (s *Server) sameVolume(existing, want *cdiv1.DataVolume, req *csi.CreateVol
 	return checkAccessible(v, s.opts.Storage, req.GetAccessibilityRequirements())
 }
 
-// createWithinQuota checks the quotas and creates dv under quotaMu, and waits until the cache
-// has it so that the next check counts it.
+// createWithinQuota admits dv under the quotas, creates it and waits until the cache has it,
+// so that later checks count it from the cache. The admission is a reservation held until
+// then: concurrent creates check against each other's reservations without waiting for each
+// other's API round trips.
 func (s *Server) createWithinQuota(ctx context.Context, dv *cdiv1.DataVolume) error {
-	s.quotaMu.Lock()
-	defer s.quotaMu.Unlock()
-	u, err := s.currentUsage(ctx)
+	size, _ := strconv.ParseInt(dv.Annotations[AnnCapacity], 10, 64)
+	release, err := s.reserve(ctx, dv.Name, dv.Annotations[AnnVolumeName], size)
 	if err != nil {
 		return err
 	}
-	size, _ := strconv.ParseInt(dv.Annotations[AnnCapacity], 10, 64)
-	if err := checkQuota(u, 1, size, s.opts.Storage); err != nil {
-		return status.Errorf(codes.ResourceExhausted, "volume %q: %v", dv.Annotations[AnnVolumeName], err)
-	}
+	defer release()
 	if !s.opts.Storage.RetainDataVolumes {
 		if err := s.addClusterOwner(ctx, dv, "volume %q: owner reference for DataVolume %s/%s", dv.Annotations[AnnVolumeName], dv.Namespace, dv.Name); err != nil {
 			return err
@@ -228,6 +226,27 @@ func (s *Server) createWithinQuota(ctx context.Context, dv *cdiv1.DataVolume) er
 	}
 	klog.FromContext(ctx).V(2).Info("Created DataVolume", "dataVolume", klog.KObj(dv), "bytes", size)
 	return s.waitCached(ctx, dv.Name)
+}
+
+// reserve admits one more volume id (CSI name, for the refusal) of size bytes if the quotas
+// allow it beside the cached volumes and the other reservations, and holds that until release
+// is called.
+func (s *Server) reserve(ctx context.Context, id, name string, size int64) (release func(), err error) {
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	u, err := s.currentUsageLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQuota(u, 1, size, s.opts.Storage); err != nil {
+		return nil, status.Errorf(codes.ResourceExhausted, "volume %q: %v", name, err)
+	}
+	s.reserved[id] = size
+	return func() {
+		s.quotaMu.Lock()
+		defer s.quotaMu.Unlock()
+		delete(s.reserved, id)
+	}, nil
 }
 
 // waitCached waits until the cache holds the DataVolume name.

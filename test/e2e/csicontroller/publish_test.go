@@ -2,7 +2,9 @@ package csicontroller_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"sync"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -60,6 +62,54 @@ func TestQuota(t *testing.T) {
 	req.Parameters = map[string]string{"infraStorageClassName": "someone-elses-class"}
 	_, err = tn.cc().CreateVolume(callCtx(t), req)
 	wantCode(t, "CreateVolume with a class not granted", err, codes.InvalidArgument, `infra StorageClass "someone-elses-class" is not allowed`)
+}
+
+// TestQuotaConcurrent: creates racing for the last units of a quota are admitted exactly up
+// to it. Admission is a reservation taken under a lock and the API round trips run after it,
+// so the refused ones must have counted the admitted ones before the cache held them.
+func TestQuotaConcurrent(t *testing.T) {
+	st := fixtureStorage()
+	st.MaxVolumes = 3
+	st.MaxTotalCapacity = "40Mi"
+	tn := newTenant(t, "csi-quota-conc", "quotaconc", st)
+
+	race := func(prefix string, n int, size int64) (admitted int, refused []error) {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				_, errs[i] = tn.cc().CreateVolume(callCtx(t), createReq(fmt.Sprintf("%s-%d", prefix, i), size))
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err == nil {
+				admitted++
+			} else {
+				refused = append(refused, err)
+			}
+		}
+		return admitted, refused
+	}
+	// 8 × 16Mi against 40Mi: two fit.
+	admitted, refused := race("pvc-cap", 8, 16*mib)
+	if admitted != 2 {
+		t.Fatalf("%d of 8 creates of 16Mi admitted under a 40Mi quota, want 2 (refusals: %v)", admitted, refused)
+	}
+	for _, err := range refused {
+		wantCode(t, "CreateVolume over the capacity quota", err, codes.ResourceExhausted, "capacity quota exceeded")
+	}
+	// 6 × 1Mi with 2 of 3 volumes taken: one fits.
+	admitted, refused = race("pvc-count", 6, mib)
+	if admitted != 1 {
+		t.Fatalf("%d of 6 creates admitted with 2 of 3 volumes taken, want 1 (refusals: %v)", admitted, refused)
+	}
+	for _, err := range refused {
+		wantCode(t, "CreateVolume over the volume quota", err, codes.ResourceExhausted, "volume quota exceeded: the tenant has 3 of 3 volumes")
+	}
+	if n := len(dataVolumes(t, tn.ns)); n != 3 {
+		t.Fatalf("%d DataVolumes, want 3", n)
+	}
 }
 
 // TestAccessModes: a single-node volume cannot be published to a second VM, a multi-node
