@@ -12,15 +12,19 @@ import (
 // cluster.x-k8s.io/autoscaling-options-* annotations applied, or the defaults as sent when it
 // sets none, as cluster-autoscaler's clusterapi provider answers. Not Unimplemented: the
 // externalgrpc client logs that and asks again for every group ≈100 times a loop.
-func (p *Provider) NodeGroupGetOptions(ctx context.Context, req *protos.NodeGroupAutoscalingOptionsRequest) (*protos.NodeGroupAutoscalingOptionsResponse, error) {
+//
+// It is a per-loop call like the ones the table answers: cluster-autoscaler does not cache
+// it and asks once per unregistered instance every loop (its MaxNodeProvisionTime check), so
+// in a 0 → 100 scale-up it is as frequent as NodeGroupForNode. The group comes from the table.
+func (p *Provider) NodeGroupGetOptions(_ context.Context, req *protos.NodeGroupAutoscalingOptionsRequest) (*protos.NodeGroupAutoscalingOptionsResponse, error) {
 	const op = "NodeGroupGetOptions"
-	g, err := p.view.group(ctx, req.GetId())
+	e, err := p.table.group(req.GetId())
 	if err != nil {
 		return nil, grpcError(op, err)
 	}
-	opts, _, problems := AutoscalingOptions(g.MD.Annotations, req.GetDefaults())
+	opts, _, problems := AutoscalingOptions(e.md.Annotations, req.GetDefaults())
 	if len(problems) > 0 {
-		klog.V(2).InfoS("Ignoring autoscaling options that do not parse", "group", g.ID, "problems", errors.Join(problems...))
+		klog.V(2).InfoS("Ignoring autoscaling options that do not parse", "group", e.g.ID, "problems", errors.Join(problems...))
 	}
 	return &protos.NodeGroupAutoscalingOptionsResponse{NodeGroupAutoscalingOptions: opts}, nil
 }
