@@ -7,11 +7,15 @@ import (
 	"sync"
 	"time"
 
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -66,9 +70,14 @@ var _ protos.CloudProviderServer = (*Provider)(nil)
 
 // InfraOptions are the infra cache adjustments a Provider needs: KubevirtMachineTemplates are
 // cached by namespace only, because CAPK does not label them with the cluster name; the
-// provider reads one only when a MachineDeployment of this cluster references it.
+// provider reads one only when a MachineDeployment of this cluster references it. Its scheme
+// has only the types it reads and writes: Cluster API's, Events and /scale (templates are
+// unstructured), not every infra type of the other programs.
 func InfraOptions() infra.Options {
-	return infra.Options{NamespaceOnly: []client.Object{newMachineTemplate()}}
+	return infra.Options{
+		NamespaceOnly: []client.Object{newMachineTemplate()},
+		Types:         []func(*runtime.Scheme) error{corev1.AddToScheme, autoscalingv1.AddToScheme, clusterv1.AddToScheme},
+	}
 }
 
 // New registers the provider's indexes and event handlers on the (unstarted) caches.

@@ -6,7 +6,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,8 +16,9 @@ import (
 // that needs is kept: status, managed fields and annotations are dropped on arrival, which
 // keeps a thousand Nodes to a few hundred kilobytes.
 func NewNodeCache(cfg *rest.Config) (cache.Cache, error) {
+	// Nodes only: client-go's scheme would register every API group.
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+	if err := corev1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("building tenant scheme: %w", err)
 	}
 	c, err := cache.New(cfg, cache.Options{

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -30,6 +31,10 @@ type Options struct {
 	// rather than per-type cache options: those make the cache look up each type's REST
 	// mapping when it is built, so a program could not start while the apiserver is away.)
 	Trim func(client.Object)
+	// Types, when set, replace NewScheme's API groups (every type any program reads or writes)
+	// with these AddToScheme functions, for a program that needs only a few: each group
+	// registered costs heap for its type maps and runs its registration code at start.
+	Types []func(*runtime.Scheme) error
 }
 
 // NewWithOptions is New with per-type cache adjustments. Every other type keeps New's scoping
@@ -38,7 +43,19 @@ func NewWithOptions(cfg *rest.Config, scope Scope, opts Options) (*Client, error
 	if err := scope.Validate(); err != nil {
 		return nil, err
 	}
-	scheme, err := NewScheme()
+	var scheme *runtime.Scheme
+	var err error
+	if len(opts.Types) == 0 {
+		scheme, err = NewScheme()
+	} else {
+		scheme = runtime.NewScheme()
+		for _, add := range opts.Types {
+			if err = add(scheme); err != nil {
+				err = fmt.Errorf("building the infra scheme: %w", err)
+				break
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
