@@ -241,26 +241,21 @@ func (b *Balancer) ensureInfra(ctx context.Context, svc *corev1.Service) (*corev
 	return &st, nil
 }
 
-// create checks the quota and creates the infra Service.
+// create checks the quota and creates the infra Service. The quota lock is held only to
+// count and to reserve the name (as pending, so concurrent creates count it), never across the
+// Cluster read and the create: with it held, a burst of Services was created one infra round
+// trip pair at a time whatever --concurrent-service-syncs said.
 func (b *Balancer) create(ctx context.Context, svc, desired *corev1.Service) (*corev1.Service, error) {
-	b.quotaMu.Lock()
-	defer b.quotaMu.Unlock()
-	if b.maxServices > 0 {
-		n, err := b.countLocked(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if n >= b.maxServices {
-			b.waiting[keyOf(svc)] = true
-			return nil, refuse(ReasonQuotaExceeded, "this cluster may have at most %d load balancers (config loadBalancer.maxServices) and has %d", b.maxServices, n)
-		}
-	}
 	// Owned by the tenant's Cluster, so the management cluster's garbage collector removes
 	// it (and, through their owner reference to it, its EndpointSlices) with the Cluster.
 	if _, err := b.infra.AddClusterOwner(ctx, desired); err != nil {
 		return nil, fmt.Errorf("infra Service %s/%s: %w", desired.Namespace, desired.Name, err)
 	}
-	err := b.infra.CreateOwned(ctx, desired)
+	wasPending, err := b.reserve(ctx, svc, desired.Name)
+	if err != nil {
+		return nil, err
+	}
+	err = b.infra.CreateOwned(ctx, desired)
 	if fams, ok := createFamilies(svc, desired); ok && familyUnavailable(err) != "" {
 		// PreferDualStack and the infra cluster lacks the tenant's primary family: it is
 		// single-stack in the other one, which the tenant has too.
@@ -269,20 +264,45 @@ func (b *Balancer) create(ctx context.Context, svc, desired *corev1.Service) (*c
 		err = b.infra.CreateOwned(ctx, desired)
 	}
 	if err != nil {
+		if !wasPending {
+			b.observed(desired.Name) // not created by this call: the reservation goes
+		}
 		if apierrors.IsAlreadyExists(err) {
 			// The name is derived from the UID, so an object we cannot see through GetOwned is
 			// not ours (or is ours and the cache lags: the next sync settles it).
-			if b.pending[desired.Name] {
+			if wasPending {
 				return nil, fmt.Errorf("infra Service %s/%s created but not yet observed", desired.Namespace, desired.Name)
 			}
 			return nil, refuse(ReasonNameTaken, "infra Service %s exists and was not created by tenantcloud for this cluster", desired.Name)
 		}
 		return nil, b.infraWriteError(svc, "creating", desired, err)
 	}
-	b.pending[desired.Name] = true
-	delete(b.waiting, keyOf(svc))
 	klog.FromContext(ctx).Info("Created infra Service", "service", klog.KObj(svc), "infraService", klog.KObj(desired))
 	return desired, nil
+}
+
+// reserve checks the quota for one more infra Service named name and marks it pending, so
+// creates running at the same time count it. It reports whether name was pending already (a
+// create of ours not yet seen by the informer), which needs no new quota slot.
+func (b *Balancer) reserve(ctx context.Context, svc *corev1.Service, name string) (wasPending bool, err error) {
+	b.quotaMu.Lock()
+	defer b.quotaMu.Unlock()
+	if b.pending[name] {
+		return true, nil
+	}
+	if b.maxServices > 0 {
+		n, err := b.countLocked(ctx)
+		if err != nil {
+			return false, err
+		}
+		if n >= b.maxServices {
+			b.waiting[keyOf(svc)] = true
+			return false, refuse(ReasonQuotaExceeded, "this cluster may have at most %d load balancers (config loadBalancer.maxServices) and has %d", b.maxServices, n)
+		}
+	}
+	b.pending[name] = true
+	delete(b.waiting, keyOf(svc))
+	return false, nil
 }
 
 // countLocked counts this tenant's infra LoadBalancer Services, including ones just created.
