@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -13,8 +12,8 @@ import (
 )
 
 // ccmFlags are the ccm's own flags: provider options that are not part of the shared tenant
-// config, and the few cloud-controller-manager framework settings an operator needs. Every
-// other framework setting is fixed by serve.
+// config, and the few settings of the upstream controllers and leader election an operator
+// needs. Everything else is fixed by serve, at the cloud-controller-manager's defaults.
 type ccmFlags struct {
 	loadBalancerClass string
 	nodeZones         bool
@@ -32,15 +31,7 @@ type ccmFlags struct {
 	tenantBurst         int
 	infraQPS            float32
 	infraBurst          int
-
-	// metrics is not a flag: serve sets it from the run's cli.Options before the provider is
-	// instantiated, for the same reason the flags are package state (register.go).
-	metrics *metrics.Metrics
 }
-
-// flags is bound by add on every run (pkg/cli builds a fresh flag set each time) and read by
-// the cloud-provider factory register installs; see register.go for why it is package state.
-var flags ccmFlags
 
 func (f *ccmFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.loadBalancerClass, "load-balancer-class", "",
@@ -48,7 +39,7 @@ func (f *ccmFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.nodeZones, "node-zones", false,
 		"label tenant nodes with the zone and region of the infra node running their VM (needs get on management-cluster Nodes)")
 	fs.IntVar(&f.securePort, "secure-port", 0,
-		"port of the framework's HTTPS endpoint (healthz, metrics); 0 disables it")
+		"port of the HTTPS /healthz endpoint (self-signed certificate; metrics are on --metrics-bind-address); 0 disables it")
 	fs.BoolVar(&f.leaderElect, "leader-elect", true,
 		"elect a leader through a Lease in the tenant cluster before acting (run more than one replica safely)")
 	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "leader lease duration")
@@ -89,24 +80,7 @@ func (f *ccmFlags) check() error {
 	return nil
 }
 
-func (f *ccmFlags) providerOptions() cloud.Options {
+func (f *ccmFlags) providerOptions(m *metrics.Metrics) cloud.Options {
 	return cloud.Options{LoadBalancerClass: f.loadBalancerClass, NodeZones: f.nodeZones, InfraQPS: f.infraQPS, InfraBurst: f.infraBurst,
-		Metrics: f.metrics}
-}
-
-// frameworkArgs are the flags given to the cloud-controller-manager command.
-func (f *ccmFlags) frameworkArgs() []string {
-	return []string{
-		"--secure-port=" + strconv.Itoa(f.securePort),
-		"--leader-elect=" + strconv.FormatBool(f.leaderElect),
-		"--leader-elect-lease-duration=" + f.leaseDuration.String(),
-		"--leader-elect-renew-deadline=" + f.renewDeadline.String(),
-		"--leader-elect-retry-period=" + f.retryPeriod.String(),
-		"--leader-elect-resource-namespace=" + f.leaseNamespace,
-		"--node-monitor-period=" + f.nodeMonitorPeriod.String(),
-		"--node-status-update-frequency=" + f.nodeStatusFrequency.String(),
-		"--concurrent-service-syncs=" + strconv.Itoa(f.serviceSyncs),
-		"--kube-api-qps=" + strconv.FormatFloat(float64(f.tenantQPS), 'f', -1, 32),
-		"--kube-api-burst=" + strconv.Itoa(f.tenantBurst),
-	}
+		Metrics: m}
 }

@@ -26,15 +26,17 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	var flags ccmFlags
 	return cli.Program{
 		Component: config.CCM,
 		Description: "cloud-controller-manager for a tenant cluster whose nodes are KubeVirt VMs: " +
 			"node addresses and lifecycle, LoadBalancer Services via MetalLB in the management cluster",
 		AddFlags:   flags.add,
 		CheckFlags: flags.check,
-		Serve:      serve,
-		// The framework's own metrics (workqueues, node and service controllers) live in
-		// component-base's registry, which also holds the runtime collectors pkg/cli serves.
+		Serve:      flags.serve,
+		// The upstream controllers' metrics (workqueues, node and service controllers, client
+		// requests) live in component-base's registry, which also holds the runtime collectors
+		// pkg/cli serves.
 		Gatherers: []prometheus.Gatherer{metrics.Without(legacyregistry.DefaultGatherer, "go_", "process_")},
 	}.Run(args, stdout, stderr)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/csi/controller"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/pkg/kubeconfig"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics/grpcmetrics"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
@@ -105,14 +106,16 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Option
 		return err
 	}
 	if o.legacyEndpoint == "" {
-		return tccsi.Serve(ctx, o.endpoint, srv.Register, opts.Metrics.ServerOption())
+		return tccsi.Serve(ctx, o.endpoint, srv.Register, grpcmetrics.ServerOption(opts.Metrics))
 	}
 	// Both names serve one Server; when either endpoint fails, both stop.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 2)
-	go func() { served <- tccsi.Serve(ctx, o.endpoint, srv.Register, opts.Metrics.ServerOption()) }()
-	go func() { served <- tccsi.Serve(ctx, o.legacyEndpoint, srv.RegisterLegacy, opts.Metrics.ServerOption()) }()
+	go func() { served <- tccsi.Serve(ctx, o.endpoint, srv.Register, grpcmetrics.ServerOption(opts.Metrics)) }()
+	go func() {
+		served <- tccsi.Serve(ctx, o.legacyEndpoint, srv.RegisterLegacy, grpcmetrics.ServerOption(opts.Metrics))
+	}()
 	first := <-served
 	cancel()
 	return errors.Join(first, <-served)

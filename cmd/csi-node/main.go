@@ -30,6 +30,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/csi/node"
 	"github.com/tenantcloud/tenantcloud/pkg/csi/registration"
 	"github.com/tenantcloud/tenantcloud/pkg/kubeconfig"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics/grpcmetrics"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
 
@@ -141,7 +142,7 @@ func (o *options) serve(ctx context.Context, cfg *config.Config, opts cli.Option
 		return serveCSI(ctx, o.endpoint, func(s grpc.ServiceRegistrar) {
 			csi.RegisterIdentityServer(s, ids)
 			csi.RegisterNodeServer(s, ns)
-		}, opts.Metrics.ServerOption())
+		}, grpcmetrics.ServerOption(opts.Metrics))
 	}
 	if o.registrationDir == "" {
 		return serve(ctx)

@@ -14,6 +14,7 @@ import (
 	"github.com/tenantcloud/tenantcloud/pkg/config"
 	"github.com/tenantcloud/tenantcloud/pkg/infra"
 	"github.com/tenantcloud/tenantcloud/pkg/metrics"
+	"github.com/tenantcloud/tenantcloud/pkg/metrics/grpcmetrics"
 	"github.com/tenantcloud/tenantcloud/pkg/reconnect"
 	"github.com/tenantcloud/tenantcloud/pkg/version"
 )
@@ -82,7 +83,7 @@ func Serve(ctx context.Context, cfg *config.Config, opts ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("listening for gRPC on %s: %w", opts.Listen, err)
 	}
-	srv := NewServer(p, tlsCfg, opts.Metrics.ServerOption())
+	srv := NewServer(p, tlsCfg, grpcmetrics.ServerOption(opts.Metrics))
 	errs := make(chan error, 1)
 	go func() {
 		if err := srv.GRPC.Serve(lis); err != nil {

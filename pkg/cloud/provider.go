@@ -66,7 +66,7 @@ var (
 	_ cloudprovider.InformerUser = (*Provider)(nil)
 )
 
-// Factory returns the cloudprovider.Factory that cmd/ccm registers: it reads the shared
+// Factory returns a cloudprovider.Factory for the cloud-provider registry: it reads the shared
 // tenant config from the --cloud-config file and builds a Provider with opts.
 func Factory(opts Options) cloudprovider.Factory {
 	return func(r io.Reader) (cloudprovider.Interface, error) {
@@ -117,9 +117,7 @@ func NewWithInfraConfig(cfg *config.Config, opts Options, infraCfg *rest.Config)
 	}
 	var topo *infra.NodeTopology
 	if opts.NodeZones {
-		if topo, err = infra.NewNodeTopology(infraCfg); err != nil {
-			return nil, err
-		}
+		topo = ic.NodeTopology()
 	}
 	return &Provider{
 		cfg:       cfg,
@@ -130,7 +128,7 @@ func NewWithInfraConfig(cfg *config.Config, opts Options, infraCfg *rest.Config)
 	}, nil
 }
 
-// Initialize starts the scoped infra cache. The framework calls it once it is the leader, so
+// Initialize starts the scoped infra cache. cmd/ccm calls it once it is the leader, so
 // nothing here runs on a standby replica.
 func (p *Provider) Initialize(builder cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -146,8 +144,8 @@ func (p *Provider) Initialize(builder cloudprovider.ControllerClientBuilder, sto
 	}()
 }
 
-// SetInformers hands the provider the framework's tenant informer factory (started by the
-// framework after every controller is set up); the load balancer registers its handlers here.
+// SetInformers hands the provider the shared tenant informer factory (started by the
+// caller after every controller is set up); the load balancer registers its handlers here.
 func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 	if p.ctx == nil {
 		klog.ErrorS(nil, "SetInformers called before Initialize; load balancer controllers not started")
@@ -179,10 +177,10 @@ func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 	}
 }
 
-// stripManagedFields drops managedFields from the tenant objects the framework's informers
+// stripManagedFields drops managedFields from the tenant objects the shared informers
 // hold for the load balancer and the upstream node and service controllers, none of which
 // reads them; they are a large part of each Service, EndpointSlice and Node once several
-// writers touched it. The framework calls SetInformers before any controller starts the
+// writers touched it. cmd/ccm calls SetInformers before any controller starts the
 // informers; were one started already, it keeps its objects whole.
 func stripManagedFields(factory informers.SharedInformerFactory) {
 	for _, inf := range []toolscache.SharedIndexInformer{

@@ -30,6 +30,10 @@ func NewNodeTopology(cfg *rest.Config) (*NodeTopology, error) {
 	return &NodeTopology{reader: c}, nil
 }
 
+// NodeTopology is a NodeTopology reading through c's uncached client, so it shares c's HTTP
+// client, scheme and REST mapper instead of building its own.
+func (c *Client) NodeTopology() *NodeTopology { return &NodeTopology{reader: c.live} }
+
 // NewNodeTopologyWithReader is NewNodeTopology over an existing reader (tests).
 func NewNodeTopologyWithReader(r client.Reader) *NodeTopology { return &NodeTopology{reader: r} }
 

@@ -9,13 +9,10 @@
 package metrics
 
 import (
-	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 )
 
 // Outcomes of an operation that is not a gRPC call (gRPC calls use their status code).
@@ -96,22 +93,6 @@ func (m *Metrics) Begin(op string) (end func(outcome string)) {
 		m.operations.WithLabelValues(op, outcome).Inc()
 		m.duration.WithLabelValues(op, outcome).Observe(time.Since(start).Seconds())
 	}
-}
-
-// UnaryServerInterceptor records every gRPC call as an operation named by its method, with the
-// status code as outcome.
-func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		end := m.Begin(MethodName(info.FullMethod))
-		resp, err := handler(ctx, req)
-		end(status.Code(err).String())
-		return resp, err
-	}
-}
-
-// ServerOption is the grpc.ServerOption installing UnaryServerInterceptor.
-func (m *Metrics) ServerOption() grpc.ServerOption {
-	return grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor())
 }
 
 // MethodName is the last element of a full gRPC method name ("/csi.v1.Controller/CreateVolume"

@@ -1,17 +1,12 @@
 package metrics
 
 import (
-	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 func TestResource(t *testing.T) {
@@ -56,29 +51,6 @@ func TestInfraTransport(t *testing.T) {
 	}
 	if got := testutil.CollectAndCount(m.infraErrors); got != 1 {
 		t.Errorf("%d error series, want only the 404", got)
-	}
-}
-
-func TestInterceptor(t *testing.T) {
-	m := New("test")
-	icpt := m.UnaryServerInterceptor()
-	info := &grpc.UnaryServerInfo{FullMethod: "/csi.v1.Controller/CreateVolume"}
-	var inFlight float64
-	_, _ = icpt(context.Background(), nil, info, func(context.Context, any) (any, error) {
-		inFlight = testutil.ToFloat64(m.inFlight.WithLabelValues("CreateVolume"))
-		return nil, status.Error(codes.NotFound, "no")
-	})
-	_, _ = icpt(context.Background(), nil, info, func(context.Context, any) (any, error) { return nil, errors.New("plain") })
-	if inFlight != 1 {
-		t.Errorf("in flight during the call = %v, want 1", inFlight)
-	}
-	if got := testutil.ToFloat64(m.inFlight.WithLabelValues("CreateVolume")); got != 0 {
-		t.Errorf("in flight after = %v", got)
-	}
-	for outcome, want := range map[string]float64{"NotFound": 1, "Unknown": 1, "OK": 0} {
-		if got := testutil.ToFloat64(m.operations.WithLabelValues("CreateVolume", outcome)); got != want {
-			t.Errorf("CreateVolume %s = %v, want %v", outcome, got, want)
-		}
 	}
 }
 

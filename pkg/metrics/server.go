@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -50,9 +51,23 @@ func (m *Metrics) Handler(opts HandlerOptions) http.Handler {
 // address (addr may use port 0) and a channel that receives the serving error, if any, and is
 // closed when the server has stopped.
 func Serve(ctx context.Context, addr string, h http.Handler) (string, <-chan error, error) {
+	return serve(ctx, "metrics", addr, h, nil)
+}
+
+// ServeTLS is Serve over TLS with cfg (its certificates), for an endpoint named what in errors
+// and the log ("Serving <what>"; only the metrics endpoint logs "Serving metrics", the line
+// tests find it by).
+func ServeTLS(ctx context.Context, what, addr string, h http.Handler, cfg *tls.Config) (string, <-chan error, error) {
+	return serve(ctx, what, addr, h, cfg)
+}
+
+func serve(ctx context.Context, what, addr string, h http.Handler, tlsCfg *tls.Config) (string, <-chan error, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", nil, fmt.Errorf("listening for metrics on %s: %w", addr, err)
+		return "", nil, fmt.Errorf("listening for %s on %s: %w", what, addr, err)
+	}
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
 	}
 	// WriteTimeout is left unset: a pprof CPU profile or trace streams for as long as asked.
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
@@ -60,7 +75,7 @@ func Serve(ctx context.Context, addr string, h http.Handler) (string, <-chan err
 	go func() {
 		defer close(errs)
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs <- fmt.Errorf("serving metrics: %w", err)
+			errs <- fmt.Errorf("serving %s: %w", what, err)
 		}
 	}()
 	go func() {
@@ -70,7 +85,7 @@ func Serve(ctx context.Context, addr string, h http.Handler) (string, <-chan err
 		_ = srv.Shutdown(sctx)
 	}()
 	bound := lis.Addr().String()
-	klog.InfoS("Serving metrics", "address", bound)
+	klog.InfoS("Serving "+what, "address", bound)
 	return bound, errs, nil
 }
 

@@ -12,8 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	servicecontroller "k8s.io/cloud-provider/controllers/service"
 	controllersmetrics "k8s.io/component-base/metrics/prometheus/controllers"
 	"k8s.io/utils/ptr"
@@ -152,32 +150,6 @@ func (w *lbWorld) tenantSlice(t *testing.T, name string) {
 	}
 }
 
-// clientBuilder is the cloud-controller-manager framework's client builder: every client it
-// hands out uses cfg (so passes through the crash Switch).
-type clientBuilder struct{ cfg *rest.Config }
-
-func (b clientBuilder) Config(name string) (*rest.Config, error) {
-	return rest.AddUserAgent(rest.CopyConfig(b.cfg), name), nil
-}
-
-func (b clientBuilder) ConfigOrDie(name string) *rest.Config {
-	cfg, _ := b.Config(name)
-	return cfg
-}
-
-func (b clientBuilder) Client(name string) (kubernetes.Interface, error) {
-	cfg, _ := b.Config(name)
-	return kubernetes.NewForConfig(cfg)
-}
-
-func (b clientBuilder) ClientOrDie(name string) kubernetes.Interface {
-	c, err := b.Client(name)
-	if err != nil {
-		panic(err)
-	}
-	return c
-}
-
 // startCCM runs what the ccm binary runs for LoadBalancers — the provider (Initialize,
 // SetInformers) and the upstream service controller on a shared informer factory — with every
 // request to either cluster passing through sw. stop ends it as a killed process ends.
@@ -186,7 +158,8 @@ func (w *lbWorld) startCCM(sw *Switch) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := clientBuilder{cfg: sw.Config(env.Tenant.Config)}
+	// Every client the builder hands out uses the switched config (so passes through sw).
+	b := cloud.ClientBuilder{RESTConfig: sw.Config(env.Tenant.Config)}
 	kc, err := b.Client("service-controller")
 	if err != nil {
 		return nil, err
