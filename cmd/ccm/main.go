@@ -6,6 +6,7 @@ package main
 import (
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -22,7 +23,24 @@ func main() {
 	// without one its messages are dropped, and the first of them after 30 s prints a stack
 	// trace about it. (Not in pkg/cli: csi-node must not link controller-runtime.)
 	ctrllog.SetLogger(klog.NewKlogr())
+	applyGCPercent(os.Getenv)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// gcPercent is the ccm's GOGC unless the environment sets one. Its live heap is small next to
+// the runtime's default headroom (GOGC=100 lets the heap grow to twice the live data before a
+// collection): ≈7 MB live at 100 Services, ≈11 MB at 1,000, against 17 and 39 MB of anonymous
+// RSS (BenchmarkLBPropagation, issue 17). Half the headroom costs a collection twice as often,
+// each over that small heap.
+const gcPercent = 50
+
+// applyGCPercent sets gcPercent unless getenv("GOGC") is set, and reports whether it did.
+func applyGCPercent(getenv func(string) string) bool {
+	if getenv("GOGC") != "" {
+		return false
+	}
+	debug.SetGCPercent(gcPercent)
+	return true
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

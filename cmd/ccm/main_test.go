@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -144,5 +145,23 @@ func TestEventsApart(t *testing.T) {
 	}
 	if ua := seen["/api/v1/namespaces/ns/services/s/status"]; !strings.HasSuffix(ua, "/main") {
 		t.Errorf("service status patch sent by %q, want the main client", ua)
+	}
+}
+
+// TestGCPercent: the ccm's GOGC applies unless the environment sets GOGC, which then wins.
+func TestGCPercent(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	if applyGCPercent(func(string) string { return "200" }) {
+		t.Error("applied over GOGC=200 from the environment")
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GC percent %d after GOGC=200 was set, want the runtime's own 100", got)
+	}
+	if !applyGCPercent(func(string) string { return "" }) {
+		t.Error("not applied without GOGC")
+	}
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("GC percent %d, want %d", got, gcPercent)
 	}
 }
