@@ -77,6 +77,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Serve: o.serve,
 		// controller-runtime's registry: the infra cache's and client's own metrics.
 		Gatherers: []prometheus.Gatherer{ctrlmetrics.Registry},
+		// Idle, the heap is the informer cache (≈12 MB live with 1,000 volumes) and the
+		// runtime keeps about twice the live heap at GOGC=100: at 50 the resident anonymous
+		// memory with 1,000 volumes was 24 MB instead of 32 (BenchmarkIdleVolumes). It runs
+		// one per tenant, so that is multiplied; the extra collections only cost while busy.
+		GCPercent: 50,
 	}.Run(args, stdout, stderr)
 }
 

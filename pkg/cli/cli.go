@@ -60,6 +60,10 @@ type Program struct {
 	// Gatherers are further metric registries the metrics endpoint serves besides
 	// Options.Metrics (e.g. controller-runtime's); may be nil.
 	Gatherers []prometheus.Gatherer
+	// GCPercent is the garbage collector's target when GOGC is not set; 0 keeps the runtime's
+	// 100. A program whose heap is mostly a cache that changes little can trade a little CPU
+	// when busy for a smaller heap goal, which is most of its resident memory when idle.
+	GCPercent int
 }
 
 // Run parses args, loads and validates the config and serves. It returns the process exit
@@ -131,6 +135,9 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 		klog.ErrorS(err, "Running without a Go memory limit")
 	} else if soft > 0 {
 		klog.InfoS("Go memory limit from the container's", "GOMEMLIMIT", soft)
+	}
+	if gc := applyGCPercent(p.GCPercent, os.Getenv); gc > 0 {
+		klog.InfoS("Garbage collector target", "GOGC", gc)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

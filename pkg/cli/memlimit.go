@@ -68,3 +68,14 @@ func applyMemoryLimit(root string, getenv func(string) string) (int64, error) {
 	debug.SetMemoryLimit(soft)
 	return soft, nil
 }
+
+// applyGCPercent sets the garbage collector's target to percent (Program.GCPercent) unless GOGC
+// is set, which wins, or percent is 0 (the runtime's 100). It returns what it set (0 for
+// nothing).
+func applyGCPercent(percent int, getenv func(string) string) int {
+	if percent <= 0 || getenv("GOGC") != "" {
+		return 0
+	}
+	debug.SetGCPercent(percent)
+	return percent
+}

@@ -71,3 +71,32 @@ func TestContainerMemoryLimitHere(t *testing.T) {
 	}
 	t.Logf("memory limit here: %d (set: %v)", limit, ok)
 }
+
+func TestApplyGCPercent(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(before) })
+	for _, tc := range []struct {
+		name    string
+		percent int
+		env     string
+		want    int // what the runtime holds afterwards
+	}{
+		{name: "program default", percent: 50, want: 50},
+		{name: "GOGC set wins", percent: 50, env: "200", want: 100},
+		{name: "no program default", want: 100},
+	} {
+		debug.SetGCPercent(100)
+		set := applyGCPercent(tc.percent, func(k string) string {
+			if k == "GOGC" {
+				return tc.env
+			}
+			return ""
+		})
+		if now := debug.SetGCPercent(100); now != tc.want {
+			t.Errorf("%s: runtime GC percent %d, want %d", tc.name, now, tc.want)
+		}
+		if (set != 0) != (tc.want != 100) {
+			t.Errorf("%s: applyGCPercent reported %d", tc.name, set)
+		}
+	}
+}

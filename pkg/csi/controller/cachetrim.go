@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcloud/tenantcloud/pkg/infra"
 )
 
 // The infra cache holds every DataVolume and claim of the tenant, a thousand of each for a
@@ -48,11 +50,18 @@ func trimDataVolume(dv *cdiv1.DataVolume) {
 	}
 }
 
-// trimClaim keeps what ClaimOf, expansion and volume health read: labels (the scope), owner
-// references (the controlling DataVolume), the requested resources and the status. A claim
-// has no tenantcloud.io annotation of its own; those it carries are its DataVolume's copies.
+// trimClaim keeps what ClaimOf, expansion and volume health read: the cluster-name label (the
+// scope; claims are never listed by other labels), owner references (the controlling
+// DataVolume), the requested resources and the status. A claim has no tenantcloud.io
+// annotation of its own; those it carries are its DataVolume's copies.
 func trimClaim(pvc *corev1.PersistentVolumeClaim) {
+	if cluster, ok := pvc.Labels[infra.LabelClusterName]; ok {
+		pvc.Labels = map[string]string{infra.LabelClusterName: cluster}
+	} else {
+		pvc.Labels = nil
+	}
 	pvc.Annotations = nil
+	pvc.Finalizers = nil
 	pvc.Spec.DataSource = nil
 	pvc.Spec.DataSourceRef = nil
 	pvc.Spec.Selector = nil

@@ -89,7 +89,8 @@ func TestTrimClaim(t *testing.T) {
 	group := "cdi.kubevirt.io"
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-a", Name: "tc-x",
-			Labels:          map[string]string{infra.LabelClusterName: "alpha"},
+			Labels:          map[string]string{infra.LabelClusterName: "alpha", "app": "containerized-data-importer"},
+			Finalizers:      []string{"kubernetes.io/pvc-protection"},
 			Annotations:     map[string]string{"cdi.kubevirt.io/storage.contentType": "kubevirt", infra.AnnotationCluster: "alpha"},
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(dv, cdiv1.SchemeGroupVersion.WithKind("DataVolume"))}},
 		Spec: corev1.PersistentVolumeClaimSpec{
@@ -103,11 +104,17 @@ func TestTrimClaim(t *testing.T) {
 	}
 	before := pvc.DeepCopy()
 	cacheTrim(pvc)
-	if pvc.Annotations != nil || pvc.Spec.DataSourceRef != nil {
-		t.Errorf("claim after trim keeps annotations %v, data source %v", pvc.Annotations, pvc.Spec.DataSourceRef)
+	if pvc.Annotations != nil || pvc.Spec.DataSourceRef != nil || pvc.Finalizers != nil {
+		t.Errorf("claim after trim keeps annotations %v, data source %v, finalizers %v", pvc.Annotations, pvc.Spec.DataSourceRef, pvc.Finalizers)
+	}
+	if want := map[string]string{infra.LabelClusterName: "alpha"}; !reflect.DeepEqual(pvc.Labels, want) {
+		t.Errorf("claim labels after trim = %v, want %v", pvc.Labels, want)
+	}
+	if !(infra.Scope{Namespace: "tenant-a", ClusterName: "alpha"}).InCluster(pvc) {
+		t.Error("trimmed claim is no longer in the cluster's scope")
 	}
 	if !reflect.DeepEqual(pvc.Status, before.Status) || !reflect.DeepEqual(pvc.Spec.Resources, before.Spec.Resources) ||
-		!reflect.DeepEqual(pvc.Labels, before.Labels) || !reflect.DeepEqual(pvc.OwnerReferences, before.OwnerReferences) {
-		t.Error("trim changed the status, requests, labels or owner references")
+		!reflect.DeepEqual(pvc.OwnerReferences, before.OwnerReferences) {
+		t.Error("trim changed the status, requests or owner references")
 	}
 }
