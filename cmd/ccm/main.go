@@ -6,7 +6,6 @@ package main
 import (
 	"io"
 	"os"
-	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -23,7 +22,6 @@ func main() {
 	// without one its messages are dropped, and the first of them after 30 s prints a stack
 	// trace about it. (Not in pkg/cli: csi-node must not link controller-runtime.)
 	ctrllog.SetLogger(klog.NewKlogr())
-	applyGCPercent(os.Getenv)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -34,17 +32,13 @@ func main() {
 // each over that small heap.
 const gcPercent = 50
 
-// applyGCPercent sets gcPercent unless getenv("GOGC") is set, and reports whether it did.
-func applyGCPercent(getenv func(string) string) bool {
-	if getenv("GOGC") != "" {
-		return false
-	}
-	debug.SetGCPercent(gcPercent)
-	return true
-}
-
 func run(args []string, stdout, stderr io.Writer) int {
 	var flags ccmFlags
+	return program(&flags).Run(args, stdout, stderr)
+}
+
+// program is the ccm as pkg/cli runs it; cli.Program applies GCPercent unless GOGC is set.
+func program(flags *ccmFlags) cli.Program {
 	return cli.Program{
 		Component: config.CCM,
 		Description: "cloud-controller-manager for a tenant cluster whose nodes are KubeVirt VMs: " +
@@ -56,5 +50,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// requests) live in component-base's registry, which also holds the runtime collectors
 		// pkg/cli serves.
 		Gatherers: []prometheus.Gatherer{metrics.Without(legacyregistry.DefaultGatherer, "go_", "process_")},
-	}.Run(args, stdout, stderr)
+		GCPercent: gcPercent,
+	}
 }

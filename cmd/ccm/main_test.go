@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -148,20 +147,11 @@ func TestEventsApart(t *testing.T) {
 	}
 }
 
-// TestGCPercent: the ccm's GOGC applies unless the environment sets GOGC, which then wins.
+// TestGCPercent: the ccm asks pkg/cli for its GOGC; that GOGC from the environment wins is
+// pkg/cli's TestApplyGCPercent.
 func TestGCPercent(t *testing.T) {
-	orig := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(orig)
-	if applyGCPercent(func(string) string { return "200" }) {
-		t.Error("applied over GOGC=200 from the environment")
-	}
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("GC percent %d after GOGC=200 was set, want the runtime's own 100", got)
-	}
-	if !applyGCPercent(func(string) string { return "" }) {
-		t.Error("not applied without GOGC")
-	}
-	if got := debug.SetGCPercent(100); got != gcPercent {
-		t.Errorf("GC percent %d, want %d", got, gcPercent)
+	var flags ccmFlags
+	if got := program(&flags).GCPercent; got != gcPercent {
+		t.Errorf("GCPercent %d, want %d", got, gcPercent)
 	}
 }
